@@ -1,0 +1,173 @@
+"""Free GPUs by node, pod and pool, with indexes that make gang placement O(GPUs per node).
+
+A *pool* is the set of nodes of one site with one GPU model and one node size. A gang is
+placed inside one pool (one site, one GPU model): all-or-nothing, on the fewest nodes, inside
+one pod where possible, best fit to limit fragmentation.
+
+Indexes, kept exact on every allocate/release:
+- `by_free[k]`: nodes of the pool with exactly k free GPUs (an insertion-ordered dict used as
+  an ordered set, so choices are deterministic);
+- `pod_idle[p]`: fully idle nodes of the pool in pod p;
+- `pods_by_idle[c]`: pods having exactly c fully idle nodes of the pool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kraft.spec.models import FleetSpec, SiteSpec
+
+Placement = tuple[tuple[int, int], ...]  # ((node index, GPUs taken), ...)
+
+
+@dataclass(eq=False, slots=True)
+class Pool:
+    index: int
+    site: SiteSpec
+    model: str
+    gpus_per_node: int
+    nodes: list[int] = field(default_factory=list)
+    total_gpus: int = 0
+    free_gpus: int = 0
+    idle_nodes: int = 0  # nodes with every GPU free
+    by_free: list[dict[int, None]] = field(default_factory=list)
+    pod_idle: dict[int, dict[int, None]] = field(default_factory=dict)
+    pods_by_idle: list[dict[int, None]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.site.name}/{self.model}x{self.gpus_per_node}"
+
+
+class ClusterState:
+    """Mutable capacity of a fleet. Only the scheduler changes it."""
+
+    def __init__(self, fleet: FleetSpec):
+        self.fleet = fleet
+        self.node_free: list[int] = []
+        self.node_pool: list[int] = []
+        self.node_pod: list[int] = []
+        self.node_name: list[str] = []
+        self.pod_name: list[str] = []
+        self.pools: list[Pool] = []
+        pool_of: dict[tuple[str, str, int], Pool] = {}
+        for site in fleet.sites:
+            for pod_spec in site.pods:
+                for r in range(pod_spec.count):
+                    pod_label = pod_spec.name if pod_spec.count == 1 else f"{pod_spec.name}-{r:04d}"
+                    pod = len(self.pod_name)
+                    self.pod_name.append(f"{site.name}/{pod_label}")
+                    n_in_pod = 0
+                    for group in pod_spec.nodes:
+                        key = (site.name, group.model, group.gpus)
+                        pool = pool_of.get(key)
+                        if pool is None:
+                            pool = Pool(len(self.pools), site, group.model, group.gpus)
+                            pool.by_free = [{} for _ in range(group.gpus + 1)]
+                            pool_of[key] = pool
+                            self.pools.append(pool)
+                        for _ in range(group.count):
+                            node = len(self.node_free)
+                            self.node_free.append(group.gpus)
+                            self.node_pool.append(pool.index)
+                            self.node_pod.append(pod)
+                            self.node_name.append(f"{pod_label}-n{n_in_pod:03d}")
+                            n_in_pod += 1
+                            pool.nodes.append(node)
+                            pool.total_gpus += group.gpus
+                            pool.by_free[group.gpus][node] = None
+                            pool.pod_idle.setdefault(pod, {})[node] = None
+        for pool in self.pools:
+            pool.free_gpus = pool.total_gpus
+            pool.idle_nodes = len(pool.nodes)
+            most = max(len(v) for v in pool.pod_idle.values())
+            pool.pods_by_idle = [{} for _ in range(most + 1)]
+            for pod, idle in pool.pod_idle.items():
+                pool.pods_by_idle[len(idle)][pod] = None
+        self.total_gpus = sum(p.total_gpus for p in self.pools)
+        self.free_gpus = self.total_gpus
+
+    # ---- placement -------------------------------------------------------------------------
+
+    def place(self, pool: Pool, gpus: int) -> Placement | None:
+        """Best placement of a gang of `gpus` in `pool`, or None. Does not allocate."""
+        if gpus > pool.free_gpus:
+            return None
+        g = pool.gpus_per_node
+        if gpus <= g:  # one node: the fullest node that still fits (best fit)
+            by_free = pool.by_free
+            for k in range(gpus, g + 1):
+                if by_free[k]:
+                    return ((next(iter(by_free[k])), gpus),)
+            return None
+        whole, rest = divmod(gpus, g)
+        rest_node = None
+        if rest:  # the remainder goes to the fullest partly used node that holds it
+            for k in range(rest, g):
+                if pool.by_free[k]:
+                    rest_node = next(iter(pool.by_free[k]))
+                    break
+        need_idle = whole + (1 if rest and rest_node is None else 0)
+        if need_idle > pool.idle_nodes:
+            return None
+        idle = self._idle_nodes(pool, need_idle)
+        if idle is None:
+            return None
+        placed = [(n, g) for n in idle[:whole]]
+        if rest:
+            placed.append((idle[whole] if rest_node is None else rest_node, rest))
+        return tuple(placed)
+
+    @staticmethod
+    def _idle_nodes(pool: Pool, count: int) -> list[int] | None:
+        """`count` fully idle nodes: inside the one pod that fits most tightly if any does,
+        else from the emptiest pods first (fewest pods)."""
+        pods_by_idle = pool.pods_by_idle
+        for c in range(count, len(pods_by_idle)):
+            if pods_by_idle[c]:
+                pod = next(iter(pods_by_idle[c]))
+                return list(pool.pod_idle[pod])[:count]
+        nodes: list[int] = []
+        for c in range(len(pods_by_idle) - 1, 0, -1):
+            for pod in pods_by_idle[c]:
+                nodes.extend(pool.pod_idle[pod])
+                if len(nodes) >= count:
+                    return nodes[:count]
+        return None
+
+    # ---- bookkeeping -----------------------------------------------------------------------
+
+    def allocate(self, placement: Placement) -> None:
+        for node, k in placement:
+            self._change(node, -k)
+
+    def release(self, placement: Placement) -> None:
+        for node, k in placement:
+            self._change(node, k)
+
+    def _change(self, node: int, delta: int) -> None:
+        pool = self.pools[self.node_pool[node]]
+        old = self.node_free[node]
+        new = old + delta
+        if new < 0 or new > pool.gpus_per_node:
+            raise RuntimeError(f"node {self.node_name[node]}: free GPUs would become {new}")
+        g = pool.gpus_per_node
+        del pool.by_free[old][node]
+        pool.by_free[new][node] = None
+        self.node_free[node] = new
+        pool.free_gpus += delta
+        self.free_gpus += delta
+        if old == g or new == g:
+            pod = self.node_pod[node]
+            idle = pool.pod_idle[pod]
+            del pool.pods_by_idle[len(idle)][pod]
+            if old == g:
+                del idle[node]
+                pool.idle_nodes -= 1
+            else:
+                idle[node] = None
+                pool.idle_nodes += 1
+            pool.pods_by_idle[len(idle)][pod] = None
+
+    def describe(self, placement: Placement) -> str:
+        return ",".join(f"{self.node_name[n]}:{k}" for n, k in placement)

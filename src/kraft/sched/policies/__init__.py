@@ -1,0 +1,3 @@
+"""Bundled policies, one file each. Importing this package registers them."""
+
+from kraft.sched.policies import backfill, fairshare, fifo, las, srtf  # noqa: F401

@@ -1,0 +1,382 @@
+"""The scheduling core shared by the simulator and the live service.
+
+The body (simulator or control plane) calls `submit`, `finish`, `cancel` and `cycle(now)`
+and carries out the decisions returned. The scheduler reads no clock and does no I/O: time
+comes in as an argument. Within a cycle:
+
+1. reservations: a reserved tenant's queue head that fits in its unused reservation starts
+   now, preempting spot, then on-demand, then borrowed work if it must;
+2. fill: the policy's order is walked; jobs that fit start; the first that does not either
+   stops the walk (strict), gets an EASY reservation (backfill) or is skipped (greedy);
+3. preemptive policies may then stop running jobs they rank below the first waiting ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from itertools import islice
+from typing import NamedTuple
+
+from sortedcontainers import SortedList
+
+from kraft.catalog import CATALOG
+from kraft.cluster.state import ClusterState, Placement, Pool
+from kraft.sched.job import Job, JobState, TenantState
+from kraft.sched.policy import Fill, Policy
+from kraft.spec.models import Tier
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    scan_depth: int = 100  # jobs examined past the first that does not fit (bf_max_job_test)
+    preempt_depth: int = 8  # waiting jobs per cycle that may preempt (preemptive policies)
+    max_victims: int = 64  # running jobs tried as victims for one waiting job
+
+
+class Decision(NamedTuple):
+    kind: str  # "start" | "preempt" | "reject"
+    job: Job
+    reason: str
+
+
+_NO_ROOM = "waiting: no placement for its gang among the free GPUs"
+_WOULD_DELAY = "waiting: would delay the job holding the backfill reservation"
+
+# Victim classes for reservations: spot first, then on-demand, then reserved tenants' jobs
+# running beyond their reservation ("borrowed").
+_VICTIM_CLASS = {Tier.SPOT: 0, Tier.ON_DEMAND: 1, Tier.RESERVED: 2}
+
+
+class Scheduler:
+    def __init__(self, cluster: ClusterState, tenants: Iterable[TenantState], policy: Policy,
+                 config: SchedulerConfig | None = None):
+        self.cluster = cluster
+        self.policy = policy
+        self.config = config or SchedulerConfig()
+        self.tenants = {t.name: t for t in tenants}
+        self.reserved = [t for t in self.tenants.values() if t.reserved_gpus > 0]
+        self.running: dict[int, Job] = {}
+        self.waiting_gpus: Counter[int] = Counter()  # gang sizes waiting, for fragmentation
+        self.n_waiting = 0
+        # Running jobs by expected end, per pool: the EASY reservation's shadow time.
+        self.by_end = [SortedList(key=lambda j: (j.end_s, j.id)) for _ in cluster.pools]
+        # Preemptible, non-guaranteed running jobs by victim class, in start order.
+        self.borrowers: list[dict[int, Job]] = [{} for _ in _VICTIM_CLASS]
+        self._pools_cache: dict[tuple[str, str | None], tuple[Pool, ...]] = {}
+
+    # ---- admission -------------------------------------------------------------------------
+
+    def pools_for(self, tenant: TenantState, gpu_model: str | None) -> tuple[Pool, ...]:
+        key = (tenant.name, gpu_model)
+        pools = self._pools_cache.get(key)
+        if pools is None:
+            residency = tenant.spec.residency
+            pools = tuple(p for p in self.cluster.pools if residency.allows(p.site)
+                          and (gpu_model is None or p.model == gpu_model))
+            self._pools_cache[key] = pools
+        return pools
+
+    def admission_error(self, job: Job) -> str | None:
+        """Why `job` can never run here, or None."""
+        t = job.tenant
+        if job.gpu_model is not None and job.gpu_model not in CATALOG:
+            return f"rejected: unknown GPU model {job.gpu_model!r}"
+        residency = t.spec.residency
+        if not any(residency.allows(s) for s in self.cluster.fleet.sites):
+            return (f"rejected: residency {residency.describe()} of tenant {t.name!r}: "
+                    f"no site of fleet {self.cluster.fleet.name!r} qualifies")
+        pools = self.pools_for(t, job.gpu_model)
+        if not pools:
+            return (f"rejected: no site allowed by residency {residency.describe()} has "
+                    f"{job.gpu_model} GPUs")
+        largest = max(pools, key=lambda p: p.total_gpus)
+        if job.gpus > largest.total_gpus:
+            return (f"rejected: gang of {job.gpus} GPUs is larger than any allowed pool "
+                    f"(largest: {largest.total_gpus} {largest.model} at {largest.site.name})")
+        if t.quota_gpus is not None and job.gpus > t.quota_gpus:
+            return f"rejected: gang of {job.gpus} GPUs exceeds tenant quota {t.quota_gpus}"
+        return None
+
+    def submit(self, job: Job, now: float) -> Decision | None:
+        """Admit or reject a new job. Returns a reject decision, or None if it now waits."""
+        reason = self.admission_error(job)
+        if reason is not None:
+            job.state = JobState.REJECTED
+            job.reason = reason
+            return Decision("reject", job, reason)
+        self._enqueue(job, now)
+        return None
+
+    # ---- events from the body --------------------------------------------------------------
+
+    def finish(self, job: Job, now: float) -> None:
+        """A running job completed its work."""
+        self._stop(job, now)
+        job.progress_s = job.duration_s
+        job.state = JobState.DONE
+        job.finish_s = now
+        job.reason = "done"
+
+    def cancel(self, job: Job, now: float) -> None:
+        if job.state is JobState.RUNNING:
+            self._stop(job, now)
+        elif job.state is JobState.WAITING:
+            self._dequeue(job)
+        job.state = JobState.CANCELLED
+        job.reason = "cancelled"
+
+    def next_wakeup(self) -> float | None:
+        return self.policy.next_wakeup()
+
+    # ---- the cycle -------------------------------------------------------------------------
+
+    def cycle(self, now: float) -> list[Decision]:
+        out: list[Decision] = []
+        self.policy.tick(now)
+        if self.reserved:
+            self._reservations(now, out)
+        if self.n_waiting and self.cluster.free_gpus:
+            self._fill(now, out)
+        if self.policy.preemptive and self.n_waiting:
+            self._preempt_for_policy(now, out)
+        return out
+
+    def _reservations(self, now: float, out: list[Decision]) -> None:
+        for t in self.reserved:
+            while t.waiting:
+                job = next(iter(t.waiting.values()))
+                if t.guaranteed_gpus + job.gpus > t.reserved_gpus:
+                    break
+                pools = self.pools_for(t, job.gpu_model)
+                found = self._place(job, pools)
+                if found is None:
+                    found = self._preempt_to_place(job, pools, self._reservation_victims(),
+                                                   now, out, "reservation")
+                if found is None:
+                    job.reason = (f"waiting: reservation of {t.name!r} cannot be met now: "
+                                  f"the GPUs are held by work that may not be preempted")
+                    break
+                self._dequeue(job)
+                self._start(job, *found, now, out, guaranteed=True)
+
+    def _reservation_victims(self) -> Iterable[Job]:
+        for cls in self.borrowers:
+            yield from reversed(cls.values())  # latest started loses least work
+
+    def _fill(self, now: float, out: list[Decision]) -> None:
+        fill = self.policy.fill
+        cluster = self.cluster
+        depth = self.config.scan_depth
+        started: list[Job] = []
+        head: Job | None = None
+        shadow_s, extra_gpus, head_pool = math.inf, 0, None
+        examined = 0
+        for job in self.policy.order(now):
+            free = cluster.free_gpus
+            if not free:
+                break
+            if head is not None:
+                examined += 1
+                if examined > depth:
+                    break
+                if job.gpus > free:  # cheap test first: most of a deep queue fails here
+                    job.reason = _NO_ROOM
+                    continue
+            t = job.tenant
+            if t.quota_gpus is not None and t.running_gpus + job.gpus > t.quota_gpus:
+                job.reason = f"waiting: tenant quota {t.running_gpus}/{t.quota_gpus} GPUs in use"
+                continue
+            pools = self.pools_for(t, job.gpu_model)
+            if head is not None and fill is Fill.BACKFILL:
+                late = now + job.estimate_s > shadow_s
+                if late and job.gpus > extra_gpus and head_pool in pools:
+                    job.reason = _WOULD_DELAY
+                    continue
+            found = self._place(job, pools)
+            if found is not None:
+                if head is not None and fill is Fill.BACKFILL and found[1] is head_pool and late:
+                    extra_gpus -= job.gpus
+                started.append(job)
+                self._start(job, *found, now, out, guaranteed=False)
+                continue
+            if head is not None:
+                job.reason = _NO_ROOM
+                continue
+            head = job
+            if fill is Fill.STRICT:
+                job.reason = self._no_room(job, pools) + "; jobs behind it wait (fifo)"
+                break
+            if fill is Fill.BACKFILL:
+                shadow_s, extra_gpus, head_pool = self._shadow(job, pools, now)
+                job.reason = (f"waiting: next to start, needs {job.gpus} GPUs; expected "
+                              f"by t={shadow_s:.0f}s")
+            else:
+                job.reason = self._no_room(job, pools)
+        for job in started:
+            self._dequeue(job)
+
+    def _preempt_for_policy(self, now: float, out: list[Decision]) -> None:
+        cfg = self.config
+        for job in list(islice(self.policy.order(now), cfg.preempt_depth)):
+            t = job.tenant
+            if t.quota_gpus is not None and t.running_gpus + job.gpus > t.quota_gpus:
+                continue
+            pools = self.pools_for(t, job.gpu_model)
+            found = self._place(job, pools)
+            if found is None:
+                victims = [v for v in islice(self.policy.victims(job, now), cfg.max_victims)
+                           if v.preemptible and not v.guaranteed]
+                found = self._preempt_to_place(job, pools, victims, now, out, self.policy.name)
+            if found is not None:
+                self._dequeue(job)
+                self._start(job, *found, now, out, guaranteed=False)
+
+    # ---- mechanisms ------------------------------------------------------------------------
+
+    def _place(self, job: Job, pools: tuple[Pool, ...]) -> tuple[Placement, Pool] | None:
+        """Best placement over the allowed pools: the tightest single node, else the first
+        pool that holds the gang."""
+        gpus = job.gpus
+        place = self.cluster.place
+        if len(pools) == 1:
+            placement = place(pools[0], gpus)
+            return None if placement is None else (placement, pools[0])
+        best, best_left = None, math.inf
+        for pool in pools:
+            placement = place(pool, gpus)
+            if placement is None:
+                continue
+            if len(placement) > 1:
+                return placement, pool
+            left = self.cluster.node_free[placement[0][0]] - gpus
+            if left < best_left:
+                best, best_left = (placement, pool), left
+        return best
+
+    def _preempt_to_place(self, job: Job, pools: tuple[Pool, ...], victims: Iterable[Job],
+                          now: float, out: list[Decision], why: str
+                          ) -> tuple[Placement, Pool] | None:
+        """Release victims one by one until `job` fits, then keep preempted only those whose
+        nodes the placement uses; undo the rest. Returns the placement, or None (no change)."""
+        cluster = self.cluster
+        released: list[Job] = []
+        found = None
+        for victim in islice(victims, self.config.max_victims):
+            if victim.pool not in pools or victim is job:
+                continue
+            cluster.release(victim.placement)
+            released.append(victim)
+            if victim.pool.free_gpus >= job.gpus:
+                found = self._place(job, pools)
+                if found is not None:
+                    break
+        for victim in released:  # undo, then preempt for real only what the placement needs
+            cluster.allocate(victim.placement)
+        if found is None:
+            return None
+        nodes = {n for n, _ in found[0]}
+        for victim in released:
+            if any(n in nodes for n, _ in victim.placement):
+                reason = f"waiting: preempted for job {job.id} of {job.tenant.name!r} ({why})"
+                self._preempt(victim, now, reason)
+                out.append(Decision("preempt", victim, reason))
+        return found
+
+    def _shadow(self, job: Job, pools: tuple[Pool, ...], now: float
+                ) -> tuple[float, int, Pool | None]:
+        """EASY reservation: the earliest time enough GPUs of one pool are free for `job`
+        (counting GPUs, not their layout), and how many GPUs beyond it are free then."""
+        best: tuple[float, int, Pool | None] = (math.inf, 0, None)
+        for pool in pools:
+            if pool.total_gpus < job.gpus:
+                continue
+            free = pool.free_gpus
+            ends = self.by_end[pool.index]
+            if free >= job.gpus:  # enough GPUs, badly laid out: next release may help
+                when = ends[0].end_s if ends else now
+                cand = (when, free - job.gpus, pool)
+            else:
+                cand = (math.inf, 0, pool)
+                for r in ends:
+                    free += r.gpus
+                    if free >= job.gpus:
+                        cand = (r.end_s, free - job.gpus, pool)
+                        break
+            if cand[0] < best[0]:
+                best = cand
+        return best
+
+    def _no_room(self, job: Job, pools: tuple[Pool, ...]) -> str:
+        free = sum(p.free_gpus for p in pools)
+        return (f"waiting: needs {job.gpus} GPUs in one pool; {free} free in "
+                f"{len(pools)} allowed pool(s)")
+
+    def _start(self, job: Job, placement: Placement, pool: Pool, now: float,
+               out: list[Decision], guaranteed: bool) -> None:
+        self.cluster.allocate(placement)
+        job.placement = placement
+        job.pool = pool
+        job.state = JobState.RUNNING
+        job.start_s = now
+        job.penalty_s = job.restart_cost_s if job.preemptions else 0.0
+        job.end_s = now + job.penalty_s + job.remaining_s
+        if job.first_start_s < 0:
+            job.first_start_s = now
+        job.epoch += 1
+        job.guaranteed = guaranteed
+        job.reason = "running"
+        t = job.tenant
+        t.running_gpus += job.gpus
+        if guaranteed:
+            t.guaranteed_gpus += job.gpus
+        elif job.preemptible:
+            self.borrowers[_VICTIM_CLASS[t.tier]][job.id] = job
+        self.running[job.id] = job
+        self.by_end[pool.index].add(job)
+        self.policy.on_start(job, now)
+        out.append(Decision("start", job, f"started on {self.cluster.describe(placement)}"))
+
+    def _stop(self, job: Job, now: float) -> None:
+        self.cluster.release(job.placement)
+        job.executed_s += now - job.start_s
+        t = job.tenant
+        t.running_gpus -= job.gpus
+        if job.guaranteed:
+            t.guaranteed_gpus -= job.gpus
+        else:
+            self.borrowers[_VICTIM_CLASS[t.tier]].pop(job.id, None)
+        del self.running[job.id]
+        self.by_end[job.pool.index].remove(job)
+        self.policy.on_stop(job, now)
+        job.placement = ()
+
+    def _preempt(self, job: Job, now: float, reason: str) -> None:
+        """Stop a running job; it keeps the work up to its last checkpoint and requeues."""
+        useful_s = max(0.0, now - job.start_s - job.penalty_s)
+        every = job.checkpoint_interval_s
+        saved_s = min((useful_s // every) * every, job.remaining_s) if every else 0.0
+        job.lost_gpu_s += (now - job.start_s - saved_s) * job.gpus
+        job.progress_s += saved_s
+        job.preemptions += 1
+        self._stop(job, now)
+        self._enqueue(job, now)
+        job.reason = reason
+
+    def _enqueue(self, job: Job, now: float) -> None:
+        job.state = JobState.WAITING
+        job.reason = "waiting: queued"
+        job.tenant.waiting[job.id] = job
+        self.waiting_gpus[job.gpus] += 1
+        self.n_waiting += 1
+        self.policy.enqueue(job, now)
+
+    def _dequeue(self, job: Job) -> None:
+        del job.tenant.waiting[job.id]
+        self.waiting_gpus[job.gpus] -= 1
+        if not self.waiting_gpus[job.gpus]:
+            del self.waiting_gpus[job.gpus]
+        self.n_waiting -= 1
+        self.policy.dequeue(job)

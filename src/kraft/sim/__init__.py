@@ -1,0 +1,1 @@
+"""The digital twin's body: virtual clock, event heap, trace replay, metrics."""

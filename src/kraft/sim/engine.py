@@ -1,0 +1,112 @@
+"""The simulator: a virtual clock, an event heap, and the shared scheduler.
+
+Events are ordered by (time, kind, sequence) so that equal-time events always pop in the same
+order: finishes free capacity before arrivals see it. After all events of one instant the
+scheduler runs one cycle; its decisions become follow-up events.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kraft.sched.job import Job, JobState
+from kraft.sched.scheduler import Scheduler
+
+FINISH, WAKEUP = 0, 1
+
+
+@dataclass
+class Timeline:
+    """Step functions sampled after every cycle: value holds from t until the next t."""
+
+    t_s: array = field(default_factory=lambda: array("d"))
+    allocated_gpus: array = field(default_factory=lambda: array("l"))
+    waiting_jobs: array = field(default_factory=lambda: array("l"))
+    fragmented_gpus: array = field(default_factory=lambda: array("l"))
+
+
+@dataclass
+class SimOutcome:
+    jobs: list[Job]
+    timeline: Timeline
+    cycle_s: array  # wall seconds per scheduling cycle (measurement, not a result)
+    end_s: float
+
+
+class Simulator:
+    def __init__(self, scheduler: Scheduler, jobs: list[Job],
+                 progress: Callable[[int], None] | None = None):
+        self.scheduler = scheduler
+        self.jobs = jobs  # sorted by submit_s
+        self.progress = progress
+
+    def run(self) -> SimOutcome:
+        sched = self.scheduler
+        cluster = sched.cluster
+        jobs = self.jobs
+        heap: list[tuple] = []
+        seq = 0
+        timeline = Timeline()
+        cycle_s = array("d")
+        perf = time.perf_counter
+        n, i = len(jobs), 0
+        wakeup_at = None
+        done = 0
+        report_every = max(1, n // 200)
+        now = 0.0
+        while i < n or heap:
+            now = jobs[i].submit_s if i < n else heap[0][0]
+            if heap and heap[0][0] < now:
+                now = heap[0][0]
+            while heap and heap[0][0] == now:
+                _, kind, _, job, epoch = heapq.heappop(heap)
+                if kind == FINISH and job.epoch == epoch and job.state is JobState.RUNNING:
+                    sched.finish(job, now)
+                    done += 1
+                elif kind == WAKEUP:
+                    wakeup_at = None
+            while i < n and jobs[i].submit_s == now:
+                if sched.submit(jobs[i], now) is not None:
+                    done += 1
+                i += 1
+            t0 = perf()
+            decisions = sched.cycle(now)
+            cycle_s.append(perf() - t0)
+            for d in decisions:
+                if d.kind == "start":
+                    seq += 1
+                    heapq.heappush(heap, (d.job.end_s, FINISH, seq, d.job, d.job.epoch))
+            wake = sched.next_wakeup()
+            if wake is not None and wake > now and wake != wakeup_at:
+                wakeup_at = wake
+                seq += 1
+                heapq.heappush(heap, (wake, WAKEUP, seq, None, 0))
+            timeline.t_s.append(now)
+            timeline.allocated_gpus.append(cluster.total_gpus - cluster.free_gpus)
+            timeline.waiting_jobs.append(sched.n_waiting)
+            timeline.fragmented_gpus.append(self._fragmented())
+            if self.progress is not None and done >= report_every:
+                self.progress(done)
+                done = 0
+        if self.progress is not None and done:
+            self.progress(done)
+        return SimOutcome(jobs, timeline, cycle_s, now)
+
+    def _fragmented(self) -> int:
+        """Idle GPUs that no waiting job can use: all free GPUs, when there are enough of
+        them for the smallest waiting gang but no pool can place it."""
+        sched = self.scheduler
+        cluster = sched.cluster
+        if not sched.n_waiting or not cluster.free_gpus:
+            return 0
+        smallest = min(sched.waiting_gpus)
+        if cluster.free_gpus < smallest:
+            return 0  # too few, not badly placed
+        for pool in cluster.pools:
+            if pool.free_gpus >= smallest and cluster.place(pool, smallest) is not None:
+                return 0
+        return cluster.free_gpus

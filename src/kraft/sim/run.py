@@ -1,0 +1,40 @@
+"""One simulation from specs to results: the function the CLI, benchmarks and tests call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kraft.cluster.state import ClusterState
+from kraft.sched.policy import make_policy
+from kraft.sched.scheduler import Scheduler, SchedulerConfig
+from kraft.sim.engine import SimOutcome, Simulator
+from kraft.sim.metrics import decision_time, summarize
+from kraft.sim.traces.canonical import Trace
+from kraft.sim.workload import JobDefaults, build_jobs, offered_load
+from kraft.spec.models import FleetSpec, TenantsSpec
+
+
+@dataclass
+class SimRun:
+    results: dict  # deterministic: results.json
+    timing: dict  # this machine's decision times: timing.json
+    outcome: SimOutcome
+
+
+def simulate(fleet: FleetSpec, tenants: TenantsSpec, trace: Trace, policy: str, *,
+             load: float | None = None, seed: int = 0,
+             defaults: JobDefaults = JobDefaults(),
+             config: SchedulerConfig = SchedulerConfig(),
+             policy_params: dict | None = None,
+             progress: Callable[[int], None] | None = None) -> SimRun:
+    cluster = ClusterState(fleet)
+    jobs, tenant_states, factor = build_jobs(trace, tenants, defaults, cluster.total_gpus, load)
+    scheduler = Scheduler(cluster, tenant_states.values(),
+                          make_policy(policy, **(policy_params or {})), config)
+    outcome = Simulator(scheduler, jobs, progress).run()
+    results = summarize(outcome, fleet=fleet.name, fleet_gpus=cluster.total_gpus,
+                        trace=trace.name, policy=policy, seed=seed, load_target=load,
+                        load_offered=offered_load(trace, cluster.total_gpus) / factor,
+                        time_factor=factor, dropped_rows=dict(trace.dropped))
+    return SimRun(results, decision_time(outcome), outcome)

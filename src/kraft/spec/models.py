@@ -1,0 +1,179 @@
+"""The declarative model of a data center: fleet (sites -> pods -> nodes), tenants, jobs.
+
+These are the validated *inputs*. The scheduler works on compact runtime structures built from
+them (kraft.cluster, kraft.sched.job), so validation cost is paid once.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from fnmatch import fnmatchcase
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from kraft.catalog import CATALOG
+
+
+class Tier(str, Enum):
+    """Service tiers, most important first."""
+
+    RESERVED = "reserved"
+    ON_DEMAND = "on-demand"
+    SPOT = "spot"
+
+    @property
+    def rank(self) -> int:
+        return _TIER_RANK[self]
+
+
+_TIER_RANK = {Tier.RESERVED: 0, Tier.ON_DEMAND: 1, Tier.SPOT: 2}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeGroupSpec(_Strict):
+    count: int = Field(1, ge=1, description="number of identical nodes")
+    gpus: int = Field(ge=1, le=72, description="GPUs per node")
+    model: str = Field(description="GPU model, a name from the catalog")
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, model: str) -> str:
+        if model not in CATALOG:
+            raise ValueError(f"unknown GPU model {model!r}; allowed: {', '.join(CATALOG)}")
+        return model
+
+
+class PodSpec(_Strict):
+    """An NVLink / InfiniBand domain (or a power feed): gangs prefer to stay inside one."""
+
+    name: str = Field(min_length=1)
+    count: int = Field(1, ge=1, description="replicate this pod; names get a -NNNN suffix")
+    nodes: list[NodeGroupSpec] = Field(min_length=1)
+
+
+class SiteSpec(_Strict):
+    name: str = Field(min_length=1)
+    country: str = Field(min_length=2, max_length=2, description="ISO 3166 alpha-2")
+    jurisdiction: str = Field(min_length=1, description="legal area, e.g. EEA, US")
+    grid_zone: str = Field(min_length=1, description="Electricity Maps zone, e.g. NO-NO4")
+    it_power_budget_mw: float = Field(gt=0)
+    pods: list[PodSpec] = Field(min_length=1)
+
+    @property
+    def gpu_count(self) -> int:
+        return sum(p.count * g.count * g.gpus for p in self.pods for g in p.nodes)
+
+
+class FleetSpec(_Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+    source: str = Field("", description="where the fleet's shape comes from")
+    sites: list[SiteSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> FleetSpec:
+        names = [s.name for s in self.sites]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"site names must be unique; repeated: {', '.join(sorted(dup))}")
+        return self
+
+    @property
+    def gpu_count(self) -> int:
+        return sum(s.gpu_count for s in self.sites)
+
+
+class ResidencySpec(_Strict):
+    """Where a tenant's jobs may run. Empty lists mean 'anywhere'."""
+
+    jurisdictions: list[str] = Field(default_factory=list)
+    sites: list[str] = Field(default_factory=list)
+    countries: list[str] = Field(default_factory=list)
+
+    def allows(self, site: SiteSpec) -> bool:
+        return ((not self.jurisdictions or site.jurisdiction in self.jurisdictions)
+                and (not self.countries or site.country in self.countries)
+                and (not self.sites or site.name in self.sites))
+
+    def describe(self) -> str:
+        parts = [f"{k}={','.join(v)}" for k, v in
+                 (("jurisdiction", self.jurisdictions), ("country", self.countries),
+                  ("site", self.sites)) if v]
+        return " and ".join(parts) or "anywhere"
+
+
+class TenantSpec(_Strict):
+    name: str = Field(min_length=1)
+    tier: Tier = Tier.ON_DEMAND
+    reserved_gpus: int = Field(0, ge=0, description="GPUs guaranteed to a reserved tenant")
+    quota_gpus: int | None = Field(None, ge=1, description="cap on GPUs running at once")
+    weight: float = Field(1.0, gt=0, description="fair-share weight")
+    residency: ResidencySpec = Field(default_factory=ResidencySpec)
+    match: list[str] = Field(default_factory=list,
+                             description="glob patterns of trace users/VCs mapped here")
+
+    @model_validator(mode="after")
+    def _reservation_needs_tier(self) -> TenantSpec:
+        if self.reserved_gpus and self.tier is not Tier.RESERVED:
+            raise ValueError(f"reserved_gpus={self.reserved_gpus} needs tier 'reserved', "
+                             f"got {self.tier.value!r}")
+        if self.quota_gpus is not None and self.quota_gpus < self.reserved_gpus:
+            raise ValueError(f"quota_gpus ({self.quota_gpus}) is below reserved_gpus "
+                             f"({self.reserved_gpus})")
+        return self
+
+
+class TenantsSpec(_Strict):
+    """Tenants plus the rule that maps a trace's users or virtual clusters onto them.
+
+    Rule: a trace tenant name maps to the first tenant whose name equals it or whose `match`
+    globs match it; anything else goes to `default`.
+    """
+
+    tenants: list[TenantSpec] = Field(default_factory=list)
+    default: TenantSpec = TenantSpec(name="default", tier=Tier.SPOT)
+
+    @model_validator(mode="after")
+    def _unique(self) -> TenantsSpec:
+        names = [t.name for t in self.tenants] + [self.default.name]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"tenant names must be unique; repeated: {', '.join(sorted(dup))}")
+        if self.default.reserved_gpus:
+            raise ValueError("the default tenant cannot hold a reservation")
+        return self
+
+    def resolve(self, trace_tenant: str) -> TenantSpec:
+        for t in self.tenants:
+            if t.name == trace_tenant or any(fnmatchcase(trace_tenant, p) for p in t.match):
+                return t
+        return self.default
+
+    @property
+    def all(self) -> list[TenantSpec]:
+        return [*self.tenants, self.default]
+
+
+class JobSpec(_Strict):
+    """A gang job as a user submits it (YAML) or a trace row describes it."""
+
+    name: str = Field("job", min_length=1, max_length=200)
+    tenant: str = Field("default", min_length=1)
+    gpus: int = Field(ge=1, le=1_000_000)
+    gpu_model: str | None = None
+    duration_s: float | None = Field(None, gt=0, description="known run time (simulation)")
+    time_limit_s: float | None = Field(None, gt=0)
+    checkpoint_interval_s: float | None = Field(None, gt=0)
+    restart_cost_s: float = Field(0.0, ge=0)
+    preemptible: bool = True
+    command: list[str] | None = None
+
+    @field_validator("gpu_model")
+    @classmethod
+    def _known_model(cls, model: str | None) -> str | None:
+        if model is not None and model not in CATALOG:
+            raise ValueError(f"unknown GPU model {model!r}; allowed: {', '.join(CATALOG)}")
+        return model
