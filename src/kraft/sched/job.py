@@ -47,7 +47,7 @@ class Job:
                  "time_limit_s", "checkpoint_interval_s", "restart_cost_s", "preemptible",
                  "state", "progress_s", "executed_s", "start_s", "end_s", "penalty_s",
                  "first_start_s", "finish_s", "placement", "pool", "guaranteed", "preemptions",
-                 "lost_gpu_s", "epoch", "reason", "key")
+                 "lost_gpu_s", "epoch", "reason", "key", "pools", "estimate_s")
 
     def __init__(self, id: int, tenant: TenantState, gpus: int, submit_s: float,
                  duration_s: float, *, name: str = "", gpu_model: str | None = None,
@@ -80,15 +80,14 @@ class Job:
         self.epoch = 0  # bumps on every start, so stale finish events can be told apart
         self.reason = "waiting: queued"
         self.key: tuple = ()  # the policy's queue key, set on enqueue
+        self.pools: tuple[Pool, ...] = ()  # pools it may run in, set on admission
+        # Run time the scheduler may plan with (set on enqueue): the user's time limit, else
+        # the known remaining duration.
+        self.estimate_s = 0.0
 
     @property
     def remaining_s(self) -> float:
         return self.duration_s - self.progress_s
-
-    @property
-    def estimate_s(self) -> float:
-        """Run time the scheduler may plan with: the user's limit, else the known duration."""
-        return self.time_limit_s if self.time_limit_s is not None else self.remaining_s
 
     def __repr__(self) -> str:
         return f"Job({self.id}, {self.tenant.name}, {self.gpus} GPUs, {self.state.value})"

@@ -33,7 +33,8 @@ from kraft.spec.models import Tier
 class SchedulerConfig:
     scan_depth: int = 100  # jobs examined past the first that does not fit (bf_max_job_test)
     preempt_depth: int = 8  # waiting jobs per cycle that may preempt (preemptive policies)
-    max_victims: int = 64  # running jobs tried as victims for one waiting job
+    max_victims: int = 64  # running jobs a policy may try as victims for one waiting job
+    # (a reservation may try every preemptible running job: its guarantee comes first)
 
 
 class Decision(NamedTuple):
@@ -42,6 +43,7 @@ class Decision(NamedTuple):
     reason: str
 
 
+_BIG = 1 << 62
 _NO_ROOM = "waiting: no placement for its gang among the free GPUs"
 _WOULD_DELAY = "waiting: would delay the job holding the backfill reservation"
 
@@ -66,6 +68,7 @@ class Scheduler:
         # Preemptible, non-guaranteed running jobs by victim class, in start order.
         self.borrowers: list[dict[int, Job]] = [{} for _ in _VICTIM_CLASS]
         self._pools_cache: dict[tuple[str, str | None], tuple[Pool, ...]] = {}
+        self._pool_sets: dict[tuple[Pool, ...], tuple[Pool, ...]] = {}
 
     # ---- admission -------------------------------------------------------------------------
 
@@ -76,6 +79,9 @@ class Scheduler:
             residency = tenant.spec.residency
             pools = tuple(p for p in self.cluster.pools if residency.allows(p.site)
                           and (gpu_model is None or p.model == gpu_model))
+            # Interned: tenants with the same allowed pools share one tuple, so the cycle
+            # can remember placement failures per pool set by identity.
+            pools = self._pool_sets.setdefault(pools, pools)
             self._pools_cache[key] = pools
         return pools
 
@@ -107,6 +113,7 @@ class Scheduler:
             job.state = JobState.REJECTED
             job.reason = reason
             return Decision("reject", job, reason)
+        job.pools = self.pools_for(job.tenant, job.gpu_model)
         self._enqueue(job, now)
         return None
 
@@ -150,11 +157,11 @@ class Scheduler:
                 job = next(iter(t.waiting.values()))
                 if t.guaranteed_gpus + job.gpus > t.reserved_gpus:
                     break
-                pools = self.pools_for(t, job.gpu_model)
+                pools = job.pools
                 found = self._place(job, pools)
                 if found is None:
                     found = self._preempt_to_place(job, pools, self._reservation_victims(),
-                                                   now, out, "reservation")
+                                                   now, out, "reservation", limit=None)
                 if found is None:
                     job.reason = (f"waiting: reservation of {t.name!r} cannot be met now: "
                                   f"the GPUs are held by work that may not be preempted")
@@ -174,34 +181,41 @@ class Scheduler:
         head: Job | None = None
         shadow_s, extra_gpus, head_pool = math.inf, 0, None
         examined = 0
+        # Within a cycle capacity only shrinks, so a gang size that found no placement in a
+        # set of pools fails again for every later job of that size or larger.
+        failed_size: dict[int, int] = {}
         for job in self.policy.order(now):
             free = cluster.free_gpus
             if not free:
                 break
+            gpus = job.gpus
+            pools = job.pools
             if head is not None:
                 examined += 1
                 if examined > depth:
                     break
-                if job.gpus > free:  # cheap test first: most of a deep queue fails here
+                if gpus > free or gpus >= failed_size.get(id(pools), _BIG):
                     job.reason = _NO_ROOM
                     continue
             t = job.tenant
-            if t.quota_gpus is not None and t.running_gpus + job.gpus > t.quota_gpus:
+            if t.quota_gpus is not None and t.running_gpus + gpus > t.quota_gpus:
                 job.reason = f"waiting: tenant quota {t.running_gpus}/{t.quota_gpus} GPUs in use"
                 continue
-            pools = self.pools_for(t, job.gpu_model)
             if head is not None and fill is Fill.BACKFILL:
                 late = now + job.estimate_s > shadow_s
-                if late and job.gpus > extra_gpus and head_pool in pools:
+                if late and gpus > extra_gpus and head_pool in pools:
                     job.reason = _WOULD_DELAY
                     continue
             found = self._place(job, pools)
             if found is not None:
                 if head is not None and fill is Fill.BACKFILL and found[1] is head_pool and late:
-                    extra_gpus -= job.gpus
+                    extra_gpus -= gpus
                 started.append(job)
                 self._start(job, *found, now, out, guaranteed=False)
                 continue
+            failed_size[id(pools)] = min(gpus, failed_size.get(id(pools), _BIG))
+            if gpus == 1 and all(failed_size.get(id(p)) == 1 for p in self._pool_sets):
+                break  # not even one GPU can be placed anywhere: nothing more can start
             if head is not None:
                 job.reason = _NO_ROOM
                 continue
@@ -211,7 +225,7 @@ class Scheduler:
                 break
             if fill is Fill.BACKFILL:
                 shadow_s, extra_gpus, head_pool = self._shadow(job, pools, now)
-                job.reason = (f"waiting: next to start, needs {job.gpus} GPUs; expected "
+                job.reason = (f"waiting: next to start, needs {gpus} GPUs; expected "
                               f"by t={shadow_s:.0f}s")
             else:
                 job.reason = self._no_room(job, pools)
@@ -220,17 +234,24 @@ class Scheduler:
 
     def _preempt_for_policy(self, now: float, out: list[Decision]) -> None:
         cfg = self.config
+        # Later jobs in the order rank lower, so they may preempt only a subset of what
+        # earlier ones could: a size that failed fails again for them.
+        failed_size: dict[int, int] = {}
         for job in list(islice(self.policy.order(now), cfg.preempt_depth)):
             t = job.tenant
-            if t.quota_gpus is not None and t.running_gpus + job.gpus > t.quota_gpus:
+            pools = job.pools
+            if (t.quota_gpus is not None and t.running_gpus + job.gpus > t.quota_gpus
+                    or job.gpus >= failed_size.get(id(pools), _BIG)):
                 continue
-            pools = self.pools_for(t, job.gpu_model)
             found = self._place(job, pools)
             if found is None:
-                victims = [v for v in islice(self.policy.victims(job, now), cfg.max_victims)
-                           if v.preemptible and not v.guaranteed]
-                found = self._preempt_to_place(job, pools, victims, now, out, self.policy.name)
-            if found is not None:
+                victims = (v for v in self.policy.victims(job, now)
+                           if v.preemptible and not v.guaranteed)
+                found = self._preempt_to_place(job, pools, victims, now, out, self.policy.name,
+                                               limit=cfg.max_victims)
+            if found is None:
+                failed_size[id(pools)] = min(job.gpus, failed_size.get(id(pools), _BIG))
+            else:
                 self._dequeue(job)
                 self._start(job, *found, now, out, guaranteed=False)
 
@@ -257,33 +278,52 @@ class Scheduler:
         return best
 
     def _preempt_to_place(self, job: Job, pools: tuple[Pool, ...], victims: Iterable[Job],
-                          now: float, out: list[Decision], why: str
+                          now: float, out: list[Decision], why: str, limit: int | None
                           ) -> tuple[Placement, Pool] | None:
-        """Release victims one by one until `job` fits, then keep preempted only those whose
-        nodes the placement uses; undo the rest. Returns the placement, or None (no change)."""
-        cluster = self.cluster
-        released: list[Job] = []
-        found = None
-        for victim in islice(victims, self.config.max_victims):
-            if victim.pool not in pools or victim is job:
-                continue
-            cluster.release(victim.placement)
-            released.append(victim)
-            if victim.pool.free_gpus >= job.gpus:
-                found = self._place(job, pools)
-                if found is not None:
-                    break
-        for victim in released:  # undo, then preempt for real only what the placement needs
-            cluster.allocate(victim.placement)
+        """Find the first victims (in the order given) whose GPUs, with the free ones, hold
+        `job`; preempt just those and return the placement. Nothing changes if none do."""
+        found = self._reclaim(job, pools, islice(victims, limit))
         if found is None:
             return None
-        nodes = {n for n, _ in found[0]}
-        for victim in released:
-            if any(n in nodes for n, _ in victim.placement):
-                reason = f"waiting: preempted for job {job.id} of {job.tenant.name!r} ({why})"
-                self._preempt(victim, now, reason)
-                out.append(Decision("preempt", victim, reason))
-        return found
+        placement, pool, needed = found
+        reason = f"waiting: preempted for job {job.id} of {job.tenant.name!r} ({why})"
+        for victim in needed:
+            self._preempt(victim, now, reason)
+            out.append(Decision("preempt", victim, reason))
+        return placement, pool
+
+    def _reclaim(self, job: Job, pools: tuple[Pool, ...], victims: Iterable[Job]
+                 ) -> tuple[Placement, Pool, list[Job]] | None:
+        """Pure what-if: walk victims, counting the GPUs each would free per node, until
+        some node (one-node gangs) or enough whole nodes (larger gangs) would hold `job`."""
+        node_free = self.cluster.node_free
+        gpus = job.gpus
+        gain: dict[int, int] = {}
+        on_node: dict[int, list[Job]] = {}
+        whole: dict[int, list[int]] = {}  # pool index -> nodes that victims would empty
+        for victim in victims:
+            pool = victim.pool
+            if pool not in pools or victim is job:
+                continue
+            g = pool.gpus_per_node
+            for node, k in victim.placement:
+                gain[node] = gain.get(node, 0) + k
+                on_node.setdefault(node, []).append(victim)
+                if gpus <= g:
+                    if node_free[node] + gain[node] >= gpus:
+                        return ((node, gpus),), pool, on_node[node]
+                elif node_free[node] + gain[node] == g:
+                    emptied = whole.setdefault(pool.index, [])
+                    emptied.append(node)
+                    need = -(-gpus // g)
+                    if len(emptied) + pool.idle_nodes >= need:
+                        idle = self.cluster._idle_nodes(pool, min(pool.idle_nodes, need)) or []
+                        nodes = (idle + emptied)[:need]
+                        placement = tuple((n, g) for n in nodes[:-1]) + (
+                            (nodes[-1], gpus - g * (need - 1)),)
+                        needed = list(dict.fromkeys(v for n in nodes for v in on_node.get(n, ())))
+                        return placement, pool, needed
+        return None
 
     def _shadow(self, job: Job, pools: tuple[Pool, ...], now: float
                 ) -> tuple[float, int, Pool | None]:
@@ -368,6 +408,7 @@ class Scheduler:
     def _enqueue(self, job: Job, now: float) -> None:
         job.state = JobState.WAITING
         job.reason = "waiting: queued"
+        job.estimate_s = job.time_limit_s if job.time_limit_s is not None else job.remaining_s
         job.tenant.waiting[job.id] = job
         self.waiting_gpus[job.gpus] += 1
         self.n_waiting += 1

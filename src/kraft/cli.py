@@ -1,0 +1,257 @@
+"""The `kraft` command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import pyarrow.parquet as pq
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from kraft.sched.policy import REGISTRY, make_policy
+from kraft.sched.scheduler import SchedulerConfig
+from kraft.sim.traces import Trace, TraceError, load_trace
+from kraft.sim.traces.canonical import write_canonical
+from kraft.sim.workload import JobDefaults
+from kraft.spec.load import SpecError, bundled_dir, load_fleet, load_tenants
+from kraft.spec.models import FleetSpec, TenantsSpec
+
+app = typer.Typer(help="Kraft: control plane and digital twin for AI data centers.",
+                  pretty_exceptions_enable=False, no_args_is_help=True)
+trace_app = typer.Typer(help="Job traces: convert and inspect.", no_args_is_help=True)
+app.add_typer(trace_app, name="trace")
+console = Console(width=max(shutil.get_terminal_size((150, 24)).columns, 120))
+err = Console(stderr=True)
+
+SHARED_DATA = Path("..") / "shared" / "data"  # the project's convention, relative to the cwd
+
+FleetOpt = Annotated[str, typer.Option(help="bundled fleet name or a fleet YAML path")]
+TenantsOpt = Annotated[Optional[str], typer.Option(
+    help="tenants YAML (default: the bundled tenants named like the fleet)")]
+TraceOpt = Annotated[str, typer.Option(
+    help="philly-sample (bundled), philly, openb, synthetic:N, or a trace file")]
+LoadOpt = Annotated[Optional[float], typer.Option(
+    help="compress arrivals to this offered load (docs/traces.md); default: as recorded")]
+SeedOpt = Annotated[int, typer.Option(help="seed for generated traces; same seed, same results")]
+DataOpt = Annotated[Optional[Path], typer.Option(
+    envvar="KRAFT_DATA_DIR", help="shared data folder holding traces/ (default ../shared/data)")]
+FormatOpt = Annotated[Optional[str], typer.Option(
+    "--format", help="trace format of a file: canonical, philly, openb (default: detect)")]
+CkptOpt = Annotated[float, typer.Option(help="checkpoint interval (s) where the trace has none; 0 = never")]
+RestartOpt = Annotated[float, typer.Option(help="restart cost (s) where the trace has none")]
+DepthOpt = Annotated[int, typer.Option(help="jobs examined past the first that does not fit")]
+
+
+class UserError(Exception):
+    pass
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _data_dir(given: Path | None) -> Path | None:
+    if given is not None:
+        if not given.is_dir():
+            _fail(f"--data-dir {given}: not a folder")
+        return given
+    return SHARED_DATA if SHARED_DATA.is_dir() else None
+
+
+def _specs(fleet: str, tenants: str | None) -> tuple[FleetSpec, TenantsSpec]:
+    fleet_spec = load_fleet(fleet)
+    if tenants is None:
+        bundled = bundled_dir("tenants") / f"{fleet_spec.name}.yaml"
+        tenants_spec = load_tenants(str(bundled)) if bundled.exists() else TenantsSpec()
+    else:
+        tenants_spec = load_tenants(tenants)
+    reserved = sum(t.reserved_gpus for t in tenants_spec.all)
+    if reserved > fleet_spec.gpu_count:
+        raise SpecError(f"{tenants}: reservations total {reserved} GPUs but fleet "
+                        f"{fleet_spec.name!r} has {fleet_spec.gpu_count}")
+    return fleet_spec, tenants_spec
+
+
+def _load_trace(trace: str, data_dir: Path | None, seed: int, fmt: str | None) -> Trace:
+    loaded = load_trace(trace, _data_dir(data_dir), seed, fmt)
+    if loaded.dropped:
+        dropped = ", ".join(f"{n} {why}" for why, n in sorted(loaded.dropped.items()))
+        err.print(f"[yellow]trace {loaded.name}: {loaded.n_jobs} usable jobs of "
+                  f"{loaded.rows_read} rows; dropped: {dropped}[/]", highlight=False)
+    if loaded.n_jobs == 0:
+        raise TraceError(f"trace {trace}: no usable jobs")
+    return loaded
+
+
+def _run(fleet_spec, tenants_spec, trace, policy, load, seed, defaults, config, label=None):
+    from kraft.sim.run import simulate
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("jobs"), TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(label or policy, total=trace.n_jobs)
+        return simulate(fleet_spec, tenants_spec, trace, policy, load=load, seed=seed,
+                        defaults=defaults, config=config,
+                        progress=lambda n: bar.advance(task, n))
+
+
+def _write(out: Path, run) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(run.results, indent=2, sort_keys=True) + "\n")
+    (out / "timing.json").write_text(json.dumps(run.timing, indent=2, sort_keys=True) + "\n")
+    from kraft.sim.metrics import job_table
+
+    pq.write_table(job_table(run.outcome.jobs), out / "jobs.parquet")
+
+
+def _guard(fn):
+    """Turn user errors into one clear line and exit code 2, never a traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (SpecError, TraceError, ValueError) as e:
+            _fail(str(e))
+    return wrapper
+
+
+@app.command()
+@_guard
+def simulate(
+    fleet: FleetOpt = "philly-mini",
+    tenants: TenantsOpt = None,
+    trace: TraceOpt = "philly-sample",
+    policy: Annotated[str, typer.Option(help=f"one of: {', '.join(sorted(REGISTRY))}")] = "backfill",
+    load: LoadOpt = None,
+    seed: SeedOpt = 0,
+    out: Annotated[Optional[Path], typer.Option(help="write results.json, timing.json, jobs.parquet here")] = None,
+    data_dir: DataOpt = None,
+    fmt: FormatOpt = None,
+    checkpoint_interval: CkptOpt = 1800.0,
+    restart_cost: RestartOpt = 60.0,
+    scan_depth: DepthOpt = 100,
+    breakdown: Annotated[bool, typer.Option(help="also print per-tier and per-tenant tables")] = True,
+) -> None:
+    """Replay a trace on a fleet under one policy and print the results."""
+    from kraft.report.tables import breakdown_table, results_table
+
+    make_policy(policy)  # fail fast on a bad name
+    fleet_spec, tenants_spec = _specs(fleet, tenants)
+    loaded = _load_trace(trace, data_dir, seed, fmt)
+    defaults = JobDefaults(checkpoint_interval or None, restart_cost)
+    run = _run(fleet_spec, tenants_spec, loaded, policy, load, seed, defaults,
+               SchedulerConfig(scan_depth=scan_depth))
+    r = run.results
+    console.print(f"[bold]{loaded.name}[/] on [bold]{fleet_spec.name}[/] ({r['fleet_gpus']} GPUs), "
+                  f"{r['jobs']['submitted']} jobs, offered load {r['load']['offered']:.2f}, "
+                  f"policy {policy}; {r['jobs']['finished']} finished, "
+                  f"{r['jobs']['rejected']} rejected", highlight=False)
+    console.print(results_table([(policy, r, run.timing)], "results", lower_bound=r))
+    if breakdown:
+        console.print(breakdown_table(r, "tier"))
+        if len(r["per_tenant"]) <= 30:
+            console.print(breakdown_table(r, "tenant"))
+    for reason, n in r["rejections"].items():
+        console.print(f"  {n} {reason}", highlight=False)
+    console.print(f"scheduler: {run.timing['cycles']} cycles, p50 {run.timing['p50_ms']:.3f} ms, "
+                  f"p99 {run.timing['p99_ms']:.2f} ms, {run.timing['total_s']:.1f} s in all",
+                  highlight=False)
+    if out is not None:
+        _write(out, run)
+        console.print(f"wrote {out}/results.json, timing.json, jobs.parquet")
+
+
+@app.command()
+@_guard
+def compare(
+    policies: Annotated[str, typer.Option(help="comma-separated policy names")] = "fifo,backfill,fairshare,las,srtf",
+    fleet: FleetOpt = "philly-mini",
+    tenants: TenantsOpt = None,
+    trace: TraceOpt = "philly-sample",
+    load: LoadOpt = None,
+    seed: SeedOpt = 0,
+    out: Annotated[Optional[Path], typer.Option(help="write one folder of results per policy here")] = None,
+    data_dir: DataOpt = None,
+    fmt: FormatOpt = None,
+    checkpoint_interval: CkptOpt = 1800.0,
+    restart_cost: RestartOpt = 60.0,
+    scan_depth: DepthOpt = 100,
+) -> None:
+    """Run several policies on the same trace and fleet; print one table."""
+    from kraft.report.tables import results_table
+
+    names = [p.strip() for p in policies.split(",") if p.strip()]
+    for name in names:
+        make_policy(name)
+    fleet_spec, tenants_spec = _specs(fleet, tenants)
+    loaded = _load_trace(trace, data_dir, seed, fmt)
+    defaults = JobDefaults(checkpoint_interval or None, restart_cost)
+    rows = []
+    for name in names:
+        run = _run(fleet_spec, tenants_spec, loaded, name, load, seed, defaults,
+                   SchedulerConfig(scan_depth=scan_depth))
+        rows.append((name, run.results, run.timing))
+        if out is not None:
+            _write(out / name, run)
+    first = rows[0][1]
+    title = (f"{loaded.name} on {fleet_spec.name} ({first['fleet_gpus']} GPUs), "
+             f"{first['jobs']['submitted']} jobs, offered load {first['load']['offered']:.2f}")
+    console.print(results_table(rows, title, lower_bound=first))
+    if out is not None:
+        console.print(f"wrote {out}/<policy>/results.json")
+
+
+@trace_app.command("convert")
+@_guard
+def trace_convert(
+    source: Annotated[str, typer.Argument(help="trace name or file (see simulate --trace)")],
+    dest: Annotated[Path, typer.Argument(help="output .csv or .parquet, canonical format")],
+    data_dir: DataOpt = None,
+    fmt: FormatOpt = None,
+    seed: SeedOpt = 0,
+) -> None:
+    """Convert a supported trace into the canonical format (docs/traces.md)."""
+    if dest.suffix not in (".csv", ".parquet"):
+        _fail(f"{dest}: the output must end in .csv or .parquet")
+    loaded = _load_trace(source, data_dir, seed, fmt)
+    write_canonical(loaded, dest)
+    console.print(f"wrote {loaded.n_jobs} jobs to {dest}")
+
+
+@trace_app.command("info")
+@_guard
+def trace_info(
+    source: Annotated[str, typer.Argument(help="trace name or file")],
+    fleet: FleetOpt = "philly",
+    data_dir: DataOpt = None,
+    fmt: FormatOpt = None,
+    seed: SeedOpt = 0,
+) -> None:
+    """Jobs, span, GPU-hours and offered load of a trace on a fleet."""
+    from kraft.sim.workload import offered_load
+
+    loaded = _load_trace(source, data_dir, seed, fmt)
+    fleet_spec = load_fleet(fleet)
+    t = loaded.table
+    span_days = (t["submit_s"][-1].as_py() - t["submit_s"][0].as_py()) / 86400
+    import pyarrow.compute as pc
+
+    gpu_h = pc.sum(pc.multiply(t["gpus"].cast("double"), t["duration_s"])).as_py() / 3600
+    console.print(f"{loaded.name}: {loaded.n_jobs} jobs over {span_days:.1f} days, "
+                  f"{gpu_h:,.0f} GPU-hours, offered load {offered_load(loaded, fleet_spec.gpu_count):.3f} "
+                  f"on {fleet_spec.name} ({fleet_spec.gpu_count} GPUs)", highlight=False)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

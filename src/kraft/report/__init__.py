@@ -1,0 +1,1 @@
+"""Presenting results: terminal tables now; HTML reports and plots later."""

@@ -1,0 +1,47 @@
+"""Rich tables of simulation results (display only; the numbers come from sim.metrics)."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+
+def _h(seconds: float) -> str:
+    return f"{seconds / 3600:.2f}"
+
+
+def results_table(rows: list[tuple[str, dict, dict | None]], title: str,
+                  lower_bound: dict | None = None) -> Table:
+    """rows: (label, results, timing). `lower_bound`: results to draw the no-queueing row."""
+    table = Table(title=title, title_justify="left")
+    for col in ("policy", "JCT mean h", "p50 h", "p95 h", "p99 h", "wait p50 h", "wait p95 h",
+                "slowdown", "util", "preempt", "lost GPU-h", "frag GPU-h", "rejected",
+                "cycle p50 ms", "cycle p99 ms"):
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    if lower_bound is not None:
+        lb = lower_bound["overall"]["lower_bound_jct_mean_s"]
+        table.add_row("no-queueing bound", _h(lb), "", "", "", "0.00", "0.00", "1.00",
+                      "", "", "", "", "", "", "", style="dim")
+    for label, res, timing in rows:
+        o = res["overall"]
+        table.add_row(
+            label, _h(o["jct_s"]["mean"]), _h(o["jct_s"]["p50"]), _h(o["jct_s"]["p95"]),
+            _h(o["jct_s"]["p99"]), _h(o["queue_delay_s"]["p50"]), _h(o["queue_delay_s"]["p95"]),
+            f"{o['slowdown']:.2f}", f"{res['utilization']:.2f}", str(res["preemptions"]),
+            f"{res['lost_gpu_hours']:.0f}", f"{res['fragmented_gpu_hours']:.0f}",
+            str(res["jobs"]["rejected"]),
+            f"{timing['p50_ms']:.3f}" if timing else "", f"{timing['p99_ms']:.2f}" if timing else "")
+    return table
+
+
+def breakdown_table(res: dict, by: str) -> Table:
+    """Per tier or per tenant: JCT and queueing delay."""
+    key = {"tier": "per_tier", "tenant": "per_tenant"}[by]
+    table = Table(title=f"by {by}", title_justify="left")
+    for col in (by, "jobs", "JCT mean h", "p99 h", "wait mean h", "wait p95 h", "slowdown",
+                "GPU-h", "preempt"):
+        table.add_column(col, justify="left" if col == by else "right")
+    for name, g in res[key].items():
+        table.add_row(name, str(g["jobs"]), _h(g["jct_s"]["mean"]), _h(g["jct_s"]["p99"]),
+                      _h(g["queue_delay_s"]["mean"]), _h(g["queue_delay_s"]["p95"]),
+                      f"{g['slowdown']:.2f}", f"{g['gpu_hours']:.0f}", str(g["preemptions"]))
+    return table
