@@ -15,8 +15,9 @@ def results_table(rows: list[tuple[str, dict, dict | None]], title: str,
     table = Table(title=title, title_justify="left")
     for col in ("policy", "JCT mean h", "p50 h", "p95 h", "p99 h", "wait p50 h", "wait p95 h",
                 "slowdown", "util", "preempt", "lost GPU-h", "frag GPU-h", "rejected",
-                "cycle p50 ms", "cycle p99 ms"):
-        table.add_column(col, justify="left" if col == "policy" else "right")
+                "cycle p50 ms", "cycle p99 ms"):  # JCT: completion time; wait: queueing
+        table.add_column(col, justify="left" if col == "policy" else "right",
+                         no_wrap=col == "policy")
     if lower_bound is not None:
         lb = lower_bound["overall"]["lower_bound_jct_mean_s"]
         table.add_row("no-queueing bound", _h(lb), "", "", "", "0.00", "0.00", "1.00",
@@ -39,7 +40,7 @@ def breakdown_table(res: dict, by: str) -> Table:
     table = Table(title=f"by {by}", title_justify="left")
     for col in (by, "jobs", "JCT mean h", "p99 h", "wait mean h", "wait p95 h", "slowdown",
                 "GPU-h", "preempt"):
-        table.add_column(col, justify="left" if col == by else "right")
+        table.add_column(col, justify="left" if col == by else "right", no_wrap=col == by)
     for name, g in res[key].items():
         table.add_row(name, str(g["jobs"]), _h(g["jct_s"]["mean"]), _h(g["jct_s"]["p99"]),
                       _h(g["queue_delay_s"]["mean"]), _h(g["queue_delay_s"]["p95"]),

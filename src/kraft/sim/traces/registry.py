@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from importlib import resources
 from pathlib import Path
 
@@ -25,8 +26,8 @@ def detect_format(path: Path) -> str:
     if path.suffix == ".parquet":
         return "canonical"
     try:
-        with path.open() as f:
-            header = set(f.readline().strip().split(","))
+        with path.open(newline="") as f:
+            header = set(next(csv.reader(f), []))
     except OSError as e:
         raise TraceError(f"{path}: cannot read: {e.strerror}") from None
     if {"submit_s", "duration_s", "gpus"} <= header:

@@ -1,0 +1,24 @@
+# Two commands do all the set-up: `make run` and `make test` (see README.md).
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+$(BIN)/kraft: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+.PHONY: install run test bench
+install: $(BIN)/kraft
+
+run: $(BIN)/kraft  ## the default simulation: every policy on the bundled Philly sample
+	$(BIN)/kraft compare --load 0.8
+
+test: $(BIN)/kraft
+	$(BIN)/pytest -q
+
+bench: $(BIN)/kraft  ## speed figures into bench/results (philly needs the shared data)
+	for p in fifo backfill fairshare las srtf; do $(BIN)/python bench/run.py cycle --policy $$p; done
+	$(BIN)/python bench/run.py scale
+	$(BIN)/python bench/run.py philly

@@ -1,0 +1,62 @@
+"""The `kraft` command as a user runs it: results, files, and clear errors on bad input."""
+
+import json
+
+import pyarrow.parquet as pq
+from typer.testing import CliRunner
+
+from kraft.cli import app
+
+runner = CliRunner()
+
+
+def test_simulate_writes_results_and_jobs(tmp_path):
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["simulate", "--load", "0.8", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "no-queueing bound" in r.output and "backfill" in r.output
+    res = json.loads((out / "results.json").read_text())
+    assert res["schema"] == "kraft.results/1"
+    assert res["jobs"]["submitted"] == res["jobs"]["finished"] == 10281
+    assert res["overall"]["slowdown"] >= 1.0
+    jobs = pq.read_table(out / "jobs.parquet")
+    assert jobs.num_rows == 10281
+    assert set(jobs["state"].to_pylist()) == {"done"}
+    assert json.loads((out / "timing.json").read_text())["cycles"] > 0
+
+
+def test_compare_prints_every_policy_and_the_bound():
+    r = runner.invoke(app, ["compare", "--policies", "fifo,srtf", "--load", "0.8"])
+    assert r.exit_code == 0, r.output
+    for word in ("no-queueing bound", "fifo", "srtf"):
+        assert word in r.output
+
+
+def test_bad_inputs_exit_2_without_traceback(tmp_path):
+    bad = tmp_path / "fleet.yaml"
+    bad.write_text("name: x\nsites: []\n")
+    cases = [
+        ["simulate", "--policy", "lottery"],
+        ["simulate", "--fleet", str(bad)],
+        ["simulate", "--trace", str(tmp_path / "missing.csv")],
+        ["simulate", "--load", "-1"],
+        ["trace", "convert", "philly-sample", str(tmp_path / "x.txt")],
+    ]
+    for args in cases:
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2, (args, r.output)
+        assert "Traceback" not in r.output
+        assert "error:" in r.output
+    r = runner.invoke(app, ["simulate", "--fleet", str(bad)])
+    assert str(bad) in r.output and "sites" in r.output
+
+
+def test_trace_convert_then_simulate_the_result(tmp_path):
+    dest = tmp_path / "sample.parquet"
+    r = runner.invoke(app, ["trace", "convert", "philly-sample", str(dest)])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["simulate", "--trace", str(dest), "--tenants", "philly-mini",
+                            "--out", str(out), "--no-breakdown"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "results.json").read_text())["jobs"]["finished"] == 10281
