@@ -184,9 +184,10 @@ class Scheduler:
         # Within a cycle capacity only shrinks, so a gang size that found no placement in a
         # set of pools fails again for every later job of that size or larger.
         failed_size: dict[int, int] = {}
+        smallest = min(self.waiting_gpus)  # no waiting gang is smaller
         for job in self.policy.order(now):
             free = cluster.free_gpus
-            if not free:
+            if free < smallest:
                 break
             gpus = job.gpus
             pools = job.pools
@@ -214,8 +215,8 @@ class Scheduler:
                 self._start(job, *found, now, out, guaranteed=False)
                 continue
             failed_size[id(pools)] = min(gpus, failed_size.get(id(pools), _BIG))
-            if gpus == 1 and all(failed_size.get(id(p)) == 1 for p in self._pool_sets):
-                break  # not even one GPU can be placed anywhere: nothing more can start
+            if all(failed_size.get(id(p), _BIG) <= smallest for p in self._pool_sets):
+                break  # not even the smallest waiting gang can be placed: nothing can start
             if head is not None:
                 job.reason = _NO_ROOM
                 continue
