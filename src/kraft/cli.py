@@ -25,7 +25,7 @@ app = typer.Typer(help="Kraft: control plane and digital twin for AI data center
                   pretty_exceptions_enable=False, no_args_is_help=True)
 trace_app = typer.Typer(help="Job traces: convert and inspect.", no_args_is_help=True)
 app.add_typer(trace_app, name="trace")
-console = Console(width=max(shutil.get_terminal_size((150, 24)).columns, 120))
+console = Console(width=max(shutil.get_terminal_size((170, 24)).columns, 120))
 err = Console(stderr=True)
 
 SHARED_DATA = Path("..") / "shared" / "data"  # the project's convention, relative to the cwd
