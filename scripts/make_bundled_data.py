@@ -25,7 +25,8 @@ SAMPLE_EVERY = 8  # every 8th job in submission order: 1/8 of Philly, for the 1/
 
 
 def openb_fleet(data: Path) -> None:
-    rows = list(csv.DictReader(open(data / "traces/alibaba-openb-2023/openb_node_list_gpu_node.csv")))
+    nodes = data / "traces/alibaba-openb-2023/openb_node_list_gpu_node.csv"
+    rows = list(csv.DictReader(nodes.open()))
     groups = Counter((r["model"], int(r["gpu"])) for r in rows if int(r["gpu"]) > 0)
     lines = [
         "# Alibaba openb GPU cluster (clusterdata cluster-trace-gpu-v2023, ATC'23 FGD paper):",

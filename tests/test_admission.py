@@ -1,6 +1,7 @@
 """Admission rejects what can never run, with a reason; quotas hold jobs back, with a reason."""
 
 from helpers import fleet, jobs, run, tenant
+
 from kraft.cluster.state import ClusterState
 from kraft.sched.job import Job, JobState
 from kraft.sched.policy import make_policy

@@ -7,9 +7,6 @@ import json
 import os
 from pathlib import Path
 
-import pyarrow as pa
-import pytest
-
 from kraft.sim.run import simulate
 from kraft.sim.traces import load_trace
 from kraft.sim.traces.canonical import Trace

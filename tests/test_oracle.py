@@ -6,7 +6,6 @@ derivation of each expected list is written out beside it.
 """
 
 import pytest
-
 from helpers import fleet, jct, jobs, run, tenant
 
 ROWS = [(0, 4, 100), (0, 8, 50), (1, 2, 10), (2, 4, 20)]

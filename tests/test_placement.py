@@ -1,6 +1,7 @@
 """Gang placement: all-or-nothing, fewest nodes, one pod where possible, best fit."""
 
 from helpers import fleet
+
 from kraft.cluster.state import ClusterState
 
 

@@ -42,13 +42,10 @@ DataOpt = Annotated[Optional[Path], typer.Option(
     envvar="KRAFT_DATA_DIR", help="shared data folder holding traces/ (default ../shared/data)")]
 FormatOpt = Annotated[Optional[str], typer.Option(
     "--format", help="trace format of a file: canonical, philly, openb (default: detect)")]
-CkptOpt = Annotated[float, typer.Option(help="checkpoint interval (s) where the trace has none; 0 = never")]
+CkptOpt = Annotated[float, typer.Option(
+    help="checkpoint interval (s) where the trace has none; 0 = never")]
 RestartOpt = Annotated[float, typer.Option(help="restart cost (s) where the trace has none")]
 DepthOpt = Annotated[int, typer.Option(help="jobs examined past the first that does not fit")]
-
-
-class UserError(Exception):
-    pass
 
 
 def _fail(message: str) -> None:
@@ -73,7 +70,8 @@ def _specs(fleet: str, tenants: str | None) -> tuple[FleetSpec, TenantsSpec]:
         tenants_spec = load_tenants(tenants)
     reserved = sum(t.reserved_gpus for t in tenants_spec.all)
     if reserved > fleet_spec.gpu_count:
-        raise SpecError(f"{tenants}: reservations total {reserved} GPUs but fleet "
+        raise SpecError(f"{tenants or 'bundled tenants ' + fleet_spec.name}: reservations "
+                        f"total {reserved} GPUs but fleet "
                         f"{fleet_spec.name!r} has {fleet_spec.gpu_count}")
     return fleet_spec, tenants_spec
 
@@ -128,16 +126,19 @@ def simulate(
     fleet: FleetOpt = "philly-mini",
     tenants: TenantsOpt = None,
     trace: TraceOpt = "philly-sample",
-    policy: Annotated[str, typer.Option(help=f"one of: {', '.join(sorted(REGISTRY))}")] = "backfill",
+    policy: Annotated[str, typer.Option(
+        help=f"one of: {', '.join(sorted(REGISTRY))}")] = "backfill",
     load: LoadOpt = None,
     seed: SeedOpt = 0,
-    out: Annotated[Optional[Path], typer.Option(help="write results.json, timing.json, jobs.parquet here")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="write results.json, timing.json, jobs.parquet here")] = None,
     data_dir: DataOpt = None,
     fmt: FormatOpt = None,
     checkpoint_interval: CkptOpt = 1800.0,
     restart_cost: RestartOpt = 60.0,
     scan_depth: DepthOpt = 100,
-    breakdown: Annotated[bool, typer.Option(help="also print per-tier and per-tenant tables")] = True,
+    breakdown: Annotated[bool, typer.Option(
+        help="also print per-tier and per-tenant tables")] = True,
 ) -> None:
     """Replay a trace on a fleet under one policy and print the results."""
     from kraft.report.tables import breakdown_table, results_table
@@ -149,7 +150,8 @@ def simulate(
     run = _run(fleet_spec, tenants_spec, loaded, policy, load, seed, defaults,
                SchedulerConfig(scan_depth=scan_depth))
     r = run.results
-    console.print(f"[bold]{loaded.name}[/] on [bold]{fleet_spec.name}[/] ({r['fleet_gpus']} GPUs), "
+    console.print(f"[bold]{loaded.name}[/] on [bold]{fleet_spec.name}[/] "
+                  f"({r['fleet_gpus']} GPUs), "
                   f"{r['jobs']['submitted']} jobs, offered load {r['load']['offered']:.2f}, "
                   f"policy {policy}; {r['jobs']['finished']} finished, "
                   f"{r['jobs']['rejected']} rejected", highlight=False)
@@ -171,13 +173,15 @@ def simulate(
 @app.command()
 @_guard
 def compare(
-    policies: Annotated[str, typer.Option(help="comma-separated policy names")] = "fifo,backfill,fairshare,las,srtf",
+    policies: Annotated[str, typer.Option(
+        help="comma-separated policy names")] = "fifo,backfill,fairshare,las,srtf",
     fleet: FleetOpt = "philly-mini",
     tenants: TenantsOpt = None,
     trace: TraceOpt = "philly-sample",
     load: LoadOpt = None,
     seed: SeedOpt = 0,
-    out: Annotated[Optional[Path], typer.Option(help="write one folder of results per policy here")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="write one folder of results per policy here")] = None,
     data_dir: DataOpt = None,
     fmt: FormatOpt = None,
     checkpoint_interval: CkptOpt = 1800.0,
@@ -245,7 +249,8 @@ def trace_info(
 
     gpu_h = pc.sum(pc.multiply(t["gpus"].cast("double"), t["duration_s"])).as_py() / 3600
     console.print(f"{loaded.name}: {loaded.n_jobs} jobs over {span_days:.1f} days, "
-                  f"{gpu_h:,.0f} GPU-hours, offered load {offered_load(loaded, fleet_spec.gpu_count):.3f} "
+                  f"{gpu_h:,.0f} GPU-hours, "
+                  f"offered load {offered_load(loaded, fleet_spec.gpu_count):.3f} "
                   f"on {fleet_spec.name} ({fleet_spec.gpu_count} GPUs)", highlight=False)
 
 

@@ -110,7 +110,7 @@ class ClusterState:
         need_idle = whole + (1 if rest and rest_node is None else 0)
         if need_idle > pool.idle_nodes:
             return None
-        idle = self._idle_nodes(pool, need_idle)
+        idle = self.pick_idle_nodes(pool, need_idle)
         if idle is None:
             return None
         placed = [(n, g) for n in idle[:whole]]
@@ -119,7 +119,7 @@ class ClusterState:
         return tuple(placed)
 
     @staticmethod
-    def _idle_nodes(pool: Pool, count: int) -> list[int] | None:
+    def pick_idle_nodes(pool: Pool, count: int) -> list[int] | None:
         """`count` fully idle nodes: inside the one pod that fits most tightly if any does,
         else from the emptiest pods first (fewest pods)."""
         pods_by_idle = pool.pods_by_idle

@@ -30,7 +30,8 @@ def results_table(rows: list[tuple[str, dict, dict | None]], title: str,
             f"{o['slowdown']:.2f}", f"{res['utilization']:.2f}", str(res["preemptions"]),
             f"{res['lost_gpu_hours']:.0f}", f"{res['fragmented_gpu_hours']:.0f}",
             str(res["jobs"]["rejected"]),
-            f"{timing['p50_ms']:.3f}" if timing else "", f"{timing['p99_ms']:.2f}" if timing else "")
+            f"{timing['p50_ms']:.3f}" if timing else "",
+            f"{timing['p99_ms']:.2f}" if timing else "")
     return table
 
 

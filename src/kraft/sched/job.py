@@ -6,13 +6,13 @@ the scheduler touches their fields in its hot loop.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from kraft.cluster.state import Placement, Pool
 from kraft.spec.models import TenantSpec, Tier
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     WAITING = "waiting"
     RUNNING = "running"
     DONE = "done"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
-from enum import Enum
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from sortedcontainers import SortedList
@@ -18,7 +18,7 @@ from sortedcontainers import SortedList
 from kraft.sched.job import Job
 
 
-class Fill(str, Enum):
+class Fill(StrEnum):
     """How the core walks the policy's order when a job does not fit."""
 
     STRICT = "strict"  # stop at the first job that does not fit (FIFO)

@@ -318,7 +318,8 @@ class Scheduler:
                     emptied.append(node)
                     need = -(-gpus // g)
                     if len(emptied) + pool.idle_nodes >= need:
-                        idle = self.cluster._idle_nodes(pool, min(pool.idle_nodes, need)) or []
+                        idle = self.cluster.pick_idle_nodes(
+                            pool, min(pool.idle_nodes, need)) or []
                         nodes = (idle + emptied)[:need]
                         placement = tuple((n, g) for n in nodes[:-1]) + (
                             (nodes[-1], gpus - g * (need - 1)),)

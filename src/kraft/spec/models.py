@@ -6,7 +6,7 @@ them (kraft.cluster, kraft.sched.job), so validation cost is paid once.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from fnmatch import fnmatchcase
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from kraft.catalog import CATALOG
 
 
-class Tier(str, Enum):
+class Tier(StrEnum):
     """Service tiers, most important first."""
 
     RESERVED = "reserved"

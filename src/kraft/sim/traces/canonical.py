@@ -65,14 +65,14 @@ def finish(name: str, table: pa.Table, source: str, rows_read: int,
             cols[f.name] = pa.nulls(table.num_rows, f.type)
     table = pa.table(cols, schema=CANONICAL_SCHEMA)
     checks = [
-        ("submit_s missing or negative", pc.fill_null(pc.greater_equal(table["submit_s"], 0), False)),
-        ("duration_s missing or not positive", pc.fill_null(pc.greater(table["duration_s"], 0), False)),
-        ("gpus missing or below 1", pc.fill_null(pc.greater_equal(table["gpus"], 1), False)),
-        ("tenant missing", pc.fill_null(pc.invert(pc.equal(table["tenant"], "")), False)),
+        ("submit_s missing or negative", pc.greater_equal(table["submit_s"], 0)),
+        ("duration_s missing or not positive", pc.greater(table["duration_s"], 0)),
+        ("gpus missing or below 1", pc.greater_equal(table["gpus"], 1)),
+        ("tenant missing", pc.invert(pc.equal(table["tenant"], ""))),
     ]
     keep = np.ones(table.num_rows, dtype=bool)
     for reason, ok in checks:
-        ok = ok.to_numpy(zero_copy_only=False) & keep
+        ok = pc.fill_null(ok, False).to_numpy(zero_copy_only=False) & keep
         bad = int(keep.sum() - ok.sum())
         if bad:
             dropped[reason] += bad

@@ -29,8 +29,9 @@ def load_openb(path: Path) -> Trace:
     except (OSError, pa.ArrowInvalid) as e:
         raise TraceError(f"{path}: cannot read as an openb pod list: {e}") from None
     need = {"name", "num_gpu", "creation_time", "scheduled_time", "deletion_time"}
-    if need - set(raw.column_names):
-        raise TraceError(f"{path}: not an openb pod list, missing {sorted(need - set(raw.column_names))}")
+    missing = sorted(need - set(raw.column_names))
+    if missing:
+        raise TraceError(f"{path}: not an openb pod list, missing columns {missing}")
     dropped: Counter = Counter()
     gpus = raw["num_gpu"].to_numpy()
     sched = raw["scheduled_time"].to_numpy(zero_copy_only=False)
