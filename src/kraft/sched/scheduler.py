@@ -174,64 +174,92 @@ class Scheduler:
             yield from reversed(cls.values())  # latest started loses least work
 
     def _fill(self, now: float, out: list[Decision]) -> None:
-        fill = self.policy.fill
         cluster = self.cluster
-        depth = self.config.scan_depth
         started: list[Job] = []
-        head: Job | None = None
-        shadow_s, extra_gpus, head_pool = math.inf, 0, None
-        examined = 0
         # Within a cycle capacity only shrinks, so a gang size that found no placement in a
         # set of pools fails again for every later job of that size or larger.
         failed_size: dict[int, int] = {}
         smallest = min(self.waiting_gpus)  # no waiting gang is smaller
-        for job in self.policy.order(now):
+        order = iter(self.policy.order(now))
+        head = None
+        for job in order:  # start jobs in order until one does not fit: the head
+            if cluster.free_gpus < smallest:
+                break
+            if self._over_quota(job):
+                continue
+            found = self._place(job, job.pools)
+            if found is None:
+                head = job
+                break
+            started.append(job)
+            self._start(job, *found, now, out, guaranteed=False)
+        if head is not None:
+            failed_size[id(head.pools)] = head.gpus
+            fill = self.policy.fill
+            if fill is Fill.STRICT:
+                head.reason = self._no_room(head, head.pools) + "; jobs behind it wait (fifo)"
+            elif self._settled(failed_size, smallest):
+                head.reason = self._no_room(head, head.pools)
+            else:
+                self._fill_behind(head, islice(order, self.config.scan_depth), fill,
+                                  failed_size, smallest, started, now, out)
+        for job in started:
+            self._dequeue(job)
+
+    def _fill_behind(self, head: Job, candidates: Iterable[Job], fill: Fill,
+                     failed_size: dict[int, int], smallest: int, started: list[Job],
+                     now: float, out: list[Decision]) -> None:
+        """Jobs past the head: greedy starts whatever fits; backfill only what does not delay
+        the head's reservation. The hot loop of a deep queue: cheapest tests first."""
+        cluster = self.cluster
+        backfill = fill is Fill.BACKFILL
+        if backfill:
+            shadow_s, extra_gpus, head_pool = self._shadow(head, head.pools, now)
+            horizon_s = shadow_s - now
+            head.reason = (f"waiting: next to start, needs {head.gpus} GPUs; expected "
+                           f"by t={shadow_s:.0f}s")
+        else:
+            extra_gpus, head_pool, horizon_s = 0, None, math.inf
+            head.reason = self._no_room(head, head.pools)
+        failed = failed_size.get
+        for job in candidates:
             free = cluster.free_gpus
             if free < smallest:
                 break
             gpus = job.gpus
             pools = job.pools
-            if head is not None:
-                examined += 1
-                if examined > depth:
-                    break
-                if gpus > free or gpus >= failed_size.get(id(pools), _BIG):
-                    job.reason = _NO_ROOM
-                    continue
-            t = job.tenant
-            if t.quota_gpus is not None and t.running_gpus + gpus > t.quota_gpus:
-                job.reason = f"waiting: tenant quota {t.running_gpus}/{t.quota_gpus} GPUs in use"
-                continue
-            if head is not None and fill is Fill.BACKFILL:
-                late = now + job.estimate_s > shadow_s
-                if late and gpus > extra_gpus and head_pool in pools:
-                    job.reason = _WOULD_DELAY
-                    continue
-            found = self._place(job, pools)
-            if found is not None:
-                if head is not None and fill is Fill.BACKFILL and found[1] is head_pool and late:
-                    extra_gpus -= gpus
-                started.append(job)
-                self._start(job, *found, now, out, guaranteed=False)
-                continue
-            failed_size[id(pools)] = min(gpus, failed_size.get(id(pools), _BIG))
-            if all(failed_size.get(id(p), _BIG) <= smallest for p in self._pool_sets):
-                break  # not even the smallest waiting gang can be placed: nothing can start
-            if head is not None:
+            if gpus > free or gpus >= failed(id(pools), _BIG):
                 job.reason = _NO_ROOM
                 continue
-            head = job
-            if fill is Fill.STRICT:
-                job.reason = self._no_room(job, pools) + "; jobs behind it wait (fifo)"
-                break
-            if fill is Fill.BACKFILL:
-                shadow_s, extra_gpus, head_pool = self._shadow(job, pools, now)
-                job.reason = (f"waiting: next to start, needs {gpus} GPUs; expected "
-                              f"by t={shadow_s:.0f}s")
-            else:
-                job.reason = self._no_room(job, pools)
-        for job in started:
-            self._dequeue(job)
+            late = job.estimate_s > horizon_s
+            if late and gpus > extra_gpus and head_pool in pools:
+                job.reason = _WOULD_DELAY
+                continue
+            if self._over_quota(job):
+                continue
+            found = self._place(job, pools)
+            if found is None:
+                failed_size[id(pools)] = min(gpus, failed(id(pools), _BIG))
+                job.reason = _NO_ROOM
+                if self._settled(failed_size, smallest):
+                    break
+                continue
+            if backfill and late and found[1] is head_pool:
+                extra_gpus -= gpus
+            started.append(job)
+            self._start(job, *found, now, out, guaranteed=False)
+
+    def _settled(self, failed_size: dict[int, int], smallest: int) -> bool:
+        """True when not even the smallest waiting gang can be placed in any pool set."""
+        return all(failed_size.get(id(p), _BIG) <= smallest for p in self._pool_sets)
+
+    @staticmethod
+    def _over_quota(job: Job) -> bool:
+        t = job.tenant
+        if t.quota_gpus is not None and t.running_gpus + job.gpus > t.quota_gpus:
+            job.reason = f"waiting: tenant quota {t.running_gpus}/{t.quota_gpus} GPUs in use"
+            return True
+        return False
 
     def _preempt_for_policy(self, now: float, out: list[Decision]) -> None:
         cfg = self.config
@@ -239,10 +267,8 @@ class Scheduler:
         # earlier ones could: a size that failed fails again for them.
         failed_size: dict[int, int] = {}
         for job in list(islice(self.policy.order(now), cfg.preempt_depth)):
-            t = job.tenant
             pools = job.pools
-            if (t.quota_gpus is not None and t.running_gpus + job.gpus > t.quota_gpus
-                    or job.gpus >= failed_size.get(id(pools), _BIG)):
+            if job.gpus >= failed_size.get(id(pools), _BIG) or self._over_quota(job):
                 continue
             found = self._place(job, pools)
             if found is None:

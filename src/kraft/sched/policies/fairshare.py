@@ -8,6 +8,7 @@ multifactor priority.
 
 import math
 from collections.abc import Iterator
+from itertools import chain
 
 from kraft.sched.job import Job, TenantState
 from kraft.sched.policy import Fill, Policy, register
@@ -45,8 +46,7 @@ class FairShare(Policy):
     def on_start(self, job: Job, now: float) -> None:
         self.tenants.setdefault(job.tenant.name, job.tenant)
 
-    def order(self, now: float) -> Iterator[Job]:
+    def order(self, now: float) -> Iterator[Job]:  # lazy: the core may stop early
         ranked = sorted((t for t in self.tenants.values() if t.waiting),
                         key=lambda t: (t.usage_gpu_s / t.weight, -t.weight, t.name))
-        for t in ranked:
-            yield from t.waiting.values()
+        return chain.from_iterable(t.waiting.values() for t in ranked)
