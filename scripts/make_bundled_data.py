@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from kraft.sim.traces.canonical import Trace, write_canonical
 from kraft.sim.traces.philly import load_philly
@@ -61,7 +62,37 @@ def philly_sample(data: Path) -> None:
     print(f"philly-sample: {t.num_rows} jobs, {gpu_h:.0f} GPU-hours")
 
 
+SIGNAL_YEAR = 2024
+SIGNALS = {
+    "carbon": ["NO-NO1", "NO-NO2", "NO-NO3", "NO-NO4", "NO-NO5", "SE-SE3", "DE",
+               "US-CAL-CISO", "US-MIDA-PJM"],
+    "price": ["DE-LU"],
+    "temperature": ["bergen", "frankfurt"],
+}
+
+
+def signal_slices(data: Path) -> None:
+    """One year of each series the bundled fleets name, in the canonical series format."""
+    from datetime import UTC, datetime
+
+    from kraft.signals.series import _SHARED
+
+    start = int(datetime(SIGNAL_YEAR, 1, 1, tzinfo=UTC).timestamp())
+    for kind, names in SIGNALS.items():
+        folder = OUT / "signals" / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            series = _SHARED[kind](data, name, SIGNAL_YEAR)
+            ts = pa.array((start + 3600 * np.arange(len(series.values))) * 1000,
+                          pa.timestamp("ms", tz="UTC"))
+            table = pa.table({"timestamp": ts, "value": pa.array(series.values)})
+            pq.write_table(table, folder / f"{name}_{SIGNAL_YEAR}.parquet")
+            print(f"{kind} {name}: mean {series.values.mean():.1f} {series.unit}, "
+                  f"{series.filled_hours} hours filled")
+
+
 if __name__ == "__main__":
     data_dir = Path(sys.argv[1])
     openb_fleet(data_dir)
     philly_sample(data_dir)
+    signal_slices(data_dir)

@@ -1,7 +1,7 @@
 """A synthetic trace for scale tests: N jobs with Philly-like gang sizes, scaled up.
 
 Not real data: used to measure speed on fleets far larger than any public trace. Arrivals are
-Poisson; gang sizes are powers of two; run times are log-normal (median 1 h, capped at 7 days).
+Poisson; gang sizes are powers of two; run times are log-normal (median 1 h, sigma 1, capped at 2 days).
 The seed fully determines the trace.
 """
 
@@ -25,7 +25,7 @@ def synthetic(n_jobs: int, seed: int, mean_interarrival_s: float = 10.0) -> Trac
     submit = np.cumsum(rng.exponential(mean_interarrival_s, n_jobs))
     submit -= submit[0]
     gpus = rng.choice(GANG_SIZES, n_jobs, p=GANG_WEIGHTS / GANG_WEIGHTS.sum())
-    duration = np.minimum(np.round(rng.lognormal(np.log(3600), 1.5, n_jobs)) + 60, 7 * 86400)
+    duration = np.minimum(np.round(rng.lognormal(np.log(3600), 1.0, n_jobs)) + 60, 2 * 86400)
     tenant = rng.choice(len(TENANTS), n_jobs, p=TENANT_WEIGHTS / TENANT_WEIGHTS.sum())
     table = pa.table({
         "job_id": pa.array([f"syn-{i}" for i in range(n_jobs)]),
