@@ -11,12 +11,12 @@ from kraft.spec.models import FleetSpec, TenantSpec
 
 
 def fleet(nodes: int = 2, gpus: int = 4, pods: int = 1, sites: list[dict] | None = None,
-          model: str = "H100-SXM") -> FleetSpec:
+          model: str = "H100-SXM", budget_mw: float = 1.0) -> FleetSpec:
     if sites is None:
         sites = [{"name": "s1", "country": "NO", "jurisdiction": "EEA", "grid_zone": "NO-NO4"}]
     return FleetSpec.model_validate({
         "name": "test",
-        "sites": [{**s, "it_power_budget_mw": 1.0,
+        "sites": [{"it_power_budget_mw": budget_mw, **s,
                    "pods": [{"name": f"p{p}", "nodes": [{"count": nodes, "gpus": gpus,
                                                           "model": model}]}
                             for p in range(pods)]} for s in sites],

@@ -6,6 +6,7 @@ from helpers import fleet, tenant
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kraft.catalog import CATALOG
 from kraft.cluster.state import ClusterState
 from kraft.sched.job import Job, JobState
 from kraft.sched.policy import make_policy
@@ -39,6 +40,15 @@ class CheckedScheduler(Scheduler):
             size = cluster.pools[cluster.node_pool[node]].gpus_per_node
             assert used[node] + free == size, f"node {node}: GPUs allocated twice or lost"
         assert cluster.free_gpus == sum(cluster.node_free)
+        for power in cluster.site_power:  # recomputed from scratch, from the catalog
+            host = 1 + power.site.host_overhead_share
+            draw_w = sum(
+                g.count * g.gpus * CATALOG[g.model].idle_power_w * host * pod.count
+                for pod in power.site.pods for g in pod.nodes)
+            draw_w += sum(j.gpus * (CATALOG[j.pool.model].rated_power_w
+                                    - CATALOG[j.pool.model].idle_power_w) * host
+                          for j in self.running.values() if j.pool.site is power.site)
+            assert draw_w <= power.budget_w + 1e-6, f"site {power.site.name} over budget"
         for t in self.reserved:
             assert t.guaranteed_gpus <= t.reserved_gpus
             if t.waiting:
@@ -70,8 +80,10 @@ def build(rows):
     return tenants, jobs
 
 
+# 16 H100 per site; oslo's budget (12 kW) powers only 8 of them busy: the budget binds.
 TWO_SITES = fleet(nodes=2, gpus=GPUS_PER_NODE, pods=2, sites=[
-    {"name": "oslo", "country": "NO", "jurisdiction": "EEA", "grid_zone": "NO-NO1"},
+    {"name": "oslo", "country": "NO", "jurisdiction": "EEA", "grid_zone": "NO-NO1",
+     "it_power_budget_mw": 0.012},
     {"name": "dallas", "country": "US", "jurisdiction": "US", "grid_zone": "US-TEX-ERCO"}])
 
 
@@ -83,11 +95,12 @@ def test_invariants_hold_every_cycle(rows, policy):
     Simulator(sched, jobs).run()
     assert sched.cycles > 0
     for job in jobs:
-        # every job ends: done, or rejected with a reason (an EEA job larger than oslo's 16)
+        # every job ends: done, or rejected with a reason: an EEA gang larger than oslo's
+        # power allows busy (8 GPUs)
         assert job.state in (JobState.DONE, JobState.REJECTED), job
         if job.state is JobState.REJECTED:
             assert job.reason.startswith("rejected:")
-            assert job.tenant.name == "eu" and job.gpus > 16
+            assert job.tenant.name == "eu" and job.gpus > 8
         else:
             assert job.finish_s >= job.submit_s + job.duration_s
             assert job.first_start_s >= job.submit_s

@@ -1,6 +1,7 @@
 """Free GPUs by node, pod and pool, with indexes that make gang placement O(GPUs per node).
 
-A *pool* is the set of nodes of one site with one GPU model and one node size. A gang is
+A *pool* is the set of nodes of one site with one GPU model and one node size. A site's IT
+power budget is a placement filter: a gang starts only if the site's headroom holds it. A gang is
 placed inside one pool (one site, one GPU model): all-or-nothing, on the fewest nodes, inside
 one pod where possible, best fit to limit fragmentation.
 
@@ -15,9 +16,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kraft.catalog import CATALOG
 from kraft.spec.models import FleetSpec, SiteSpec
 
 Placement = tuple[tuple[int, int], ...]  # ((node index, GPUs taken), ...)
+
+
+@dataclass(eq=False, slots=True)
+class SitePower:
+    """A site's IT power budget and what is left of it. Every GPU draws idle power all the
+    time; a busy one draws up to its rated power (budgeted at rated: the worst case), and its
+    host adds `host_overhead_share` on top of either."""
+
+    site: SiteSpec
+    budget_w: float
+    idle_w: float = 0.0  # the whole site idle
+    headroom_w: float = 0.0  # budget - idle - extra power of allocated GPUs
 
 
 @dataclass(eq=False, slots=True)
@@ -33,6 +47,8 @@ class Pool:
     by_free: list[dict[int, None]] = field(default_factory=list)
     pod_idle: dict[int, dict[int, None]] = field(default_factory=dict)
     pods_by_idle: list[dict[int, None]] = field(default_factory=list)
+    power: SitePower | None = None
+    extra_w_per_gpu: float = 0.0  # busy minus idle, host overhead included
 
     @property
     def label(self) -> str:
@@ -50,8 +66,12 @@ class ClusterState:
         self.node_name: list[str] = []
         self.pod_name: list[str] = []
         self.pools: list[Pool] = []
+        self.site_power: list[SitePower] = []
         pool_of: dict[tuple[str, str, int], Pool] = {}
         for site in fleet.sites:
+            power = SitePower(site, site.it_power_budget_mw * 1e6)
+            self.site_power.append(power)
+            host = 1.0 + site.host_overhead_share
             for pod_spec in site.pods:
                 for r in range(pod_spec.count):
                     pod_label = pod_spec.name if pod_spec.count == 1 else f"{pod_spec.name}-{r:04d}"
@@ -64,6 +84,9 @@ class ClusterState:
                         if pool is None:
                             pool = Pool(len(self.pools), site, group.model, group.gpus)
                             pool.by_free = [{} for _ in range(group.gpus + 1)]
+                            gpu = CATALOG[group.model]
+                            pool.power = power
+                            pool.extra_w_per_gpu = (gpu.rated_power_w - gpu.idle_power_w) * host
                             pool_of[key] = pool
                             self.pools.append(pool)
                         for _ in range(group.count):
@@ -75,6 +98,7 @@ class ClusterState:
                             n_in_pod += 1
                             pool.nodes.append(node)
                             pool.total_gpus += group.gpus
+                            power.idle_w += group.gpus * CATALOG[group.model].idle_power_w * host
                             pool.by_free[group.gpus][node] = None
                             pool.pod_idle.setdefault(pod, {})[node] = None
         for pool in self.pools:
@@ -84,6 +108,12 @@ class ClusterState:
             pool.pods_by_idle = [{} for _ in range(most + 1)]
             for pod, idle in pool.pod_idle.items():
                 pool.pods_by_idle[len(idle)][pod] = None
+        for power in self.site_power:
+            power.headroom_w = power.budget_w - power.idle_w
+            if power.headroom_w < 0:
+                raise ValueError(
+                    f"site {power.site.name}: IT power budget {power.budget_w / 1e6:.2f} MW is "
+                    f"below its idle draw {power.idle_w / 1e6:.2f} MW")
         self.total_gpus = sum(p.total_gpus for p in self.pools)
         self.free_gpus = self.total_gpus
 
@@ -91,7 +121,7 @@ class ClusterState:
 
     def place(self, pool: Pool, gpus: int) -> Placement | None:
         """Best placement of a gang of `gpus` in `pool`, or None. Does not allocate."""
-        if gpus > pool.free_gpus:
+        if gpus > pool.free_gpus or gpus * pool.extra_w_per_gpu > pool.power.headroom_w:
             return None
         g = pool.gpus_per_node
         if gpus <= g:  # one node: the fullest node that still fits (best fit)
@@ -157,6 +187,7 @@ class ClusterState:
         self.node_free[node] = new
         pool.free_gpus += delta
         self.free_gpus += delta
+        pool.power.headroom_w += delta * pool.extra_w_per_gpu
         if old == g or new == g:
             pod = self.node_pod[node]
             idle = pool.pod_idle[pod]

@@ -102,6 +102,12 @@ class Scheduler:
         if job.gpus > largest.total_gpus:
             return (f"rejected: gang of {job.gpus} GPUs is larger than any allowed pool "
                     f"(largest: {largest.total_gpus} {largest.model} at {largest.site.name})")
+        if all(job.gpus * p.extra_w_per_gpu > p.power.budget_w - p.power.idle_w for p in pools):
+            p = pools[0]
+            return (f"rejected: gang of {job.gpus} GPUs needs "
+                    f"{job.gpus * p.extra_w_per_gpu / 1e3:.1f} kW busy; site {p.site.name}'s "
+                    f"power budget leaves {(p.power.budget_w - p.power.idle_w) / 1e3:.1f} kW "
+                    f"above idle")
         if t.quota_gpus is not None and job.gpus > t.quota_gpus:
             return f"rejected: gang of {job.gpus} GPUs exceeds tenant quota {t.quota_gpus}"
         return None
@@ -313,6 +319,9 @@ class Scheduler:
         if found is None:
             return None
         placement, pool, needed = found
+        freed_w = sum(v.gpus * v.pool.extra_w_per_gpu for v in needed if v.pool.power is pool.power)
+        if job.gpus * pool.extra_w_per_gpu > pool.power.headroom_w + freed_w:
+            return None  # the GPUs would be free but the site's power budget would not hold
         reason = f"waiting: preempted for job {job.id} of {job.tenant.name!r} ({why})"
         for victim in needed:
             self._preempt(victim, now, reason)

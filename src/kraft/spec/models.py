@@ -54,6 +54,50 @@ class PodSpec(_Strict):
     nodes: list[NodeGroupSpec] = Field(min_length=1)
 
 
+class CoolingSpec(_Strict):
+    """PUE against outdoor temperature: flat while outdoor air cools for free, then rising
+    linearly as chillers take over. Defaults: a Nordic free-cooled site (Google's fleet PUE
+    was 1.10 in 2023; Nordic free- or fjord-cooled sites report 1.1-1.2). The free-cooling
+    limit follows ASHRAE TC 9.9's recommended inlet range (18-27 C) less an economiser
+    approach of some 6-9 K; the hot end is Kraft's assumption, to be fitted per site."""
+
+    pue_free: float = Field(1.10, ge=1.0, le=3.0)
+    free_cooling_max_c: float = 18.0
+    pue_hot: float = Field(1.35, ge=1.0, le=3.0)
+    hot_c: float = 35.0
+    wue_l_per_kwh: float = Field(0.0, ge=0, description="water per IT kWh (closed loop: ~0)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CoolingSpec:
+        if self.hot_c <= self.free_cooling_max_c or self.pue_hot < self.pue_free:
+            raise ValueError("need hot_c > free_cooling_max_c and pue_hot >= pue_free")
+        return self
+
+
+class ContractSpec(_Strict):
+    """Market-based (GHG Protocol Scope 2) inputs: the share of consumption covered by
+    contractual instruments (PPA, guarantees of origin), their emission factor, and the
+    residual mix factor for the rest. Kept apart from location-based figures, never mixed."""
+
+    renewable_share: float = Field(0.0, ge=0.0, le=1.0)
+    contract_g_per_kwh: float = Field(0.0, ge=0.0)
+    residual_mix_g_per_kwh: float | None = Field(None, ge=0.0)
+
+    @model_validator(mode="after")
+    def _residual_known(self) -> ContractSpec:
+        if self.renewable_share < 1.0 and self.residual_mix_g_per_kwh is None:
+            raise ValueError("renewable_share below 1 needs residual_mix_g_per_kwh for the "
+                             "uncovered consumption (AIB European Residual Mix, or your "
+                             "supplier's figure)")
+        return self
+
+    @property
+    def market_g_per_kwh(self) -> float:
+        rest = 1.0 - self.renewable_share
+        return self.renewable_share * self.contract_g_per_kwh + rest * (
+            self.residual_mix_g_per_kwh or 0.0)
+
+
 class SiteSpec(_Strict):
     name: str = Field(min_length=1)
     country: str = Field(min_length=2, max_length=2, description="ISO 3166 alpha-2")
@@ -61,10 +105,35 @@ class SiteSpec(_Strict):
     grid_zone: str = Field(min_length=1, description="Electricity Maps zone, e.g. NO-NO4")
     it_power_budget_mw: float = Field(gt=0)
     pods: list[PodSpec] = Field(min_length=1)
+    host_overhead_share: float = Field(
+        0.8, ge=0.0, le=3.0,
+        description="host power (CPU, memory, network, fans) as a share of GPU power; "
+                    "0.8: NVIDIA DGX H100 is 10.2 kW max for 8 x 700 W GPUs")
+    cooling: CoolingSpec = Field(default_factory=CoolingSpec)
+    weather: str | None = Field(None, description="temperature series; none = 15 C always")
+    price_zone: str | None = Field(None, description="day-ahead price series name")
+    flat_price_eur_per_mwh: float | None = Field(
+        None, ge=0, description="a flat tariff, where no price series is given")
+    contract: ContractSpec = Field(default_factory=lambda: ContractSpec(
+        renewable_share=0.0, residual_mix_g_per_kwh=0.0))
+    heat_reuse_share: float = Field(0.0, ge=0.0, le=1.0,
+                                    description="share of facility energy reused as heat")
 
     @property
     def gpu_count(self) -> int:
         return sum(p.count * g.count * g.gpus for p in self.pods for g in p.nodes)
+
+
+class PricingSpec(_Strict):
+    """What tenants pay per GPU-hour, by tier (EUR). Kraft's illustrative defaults."""
+
+    reserved: float = Field(2.0, ge=0)
+    on_demand: float = Field(3.0, ge=0, alias="on-demand")
+    spot: float = Field(1.2, ge=0)
+
+    def for_tier(self, tier: Tier) -> float:
+        return {Tier.RESERVED: self.reserved, Tier.ON_DEMAND: self.on_demand,
+                Tier.SPOT: self.spot}[tier]
 
 
 class FleetSpec(_Strict):
@@ -72,6 +141,7 @@ class FleetSpec(_Strict):
     description: str = ""
     source: str = Field("", description="where the fleet's shape comes from")
     sites: list[SiteSpec] = Field(min_length=1)
+    gpu_hour_price_eur: PricingSpec = Field(default_factory=PricingSpec)
 
     @model_validator(mode="after")
     def _unique_names(self) -> FleetSpec:
