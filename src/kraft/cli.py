@@ -46,6 +46,9 @@ CkptOpt = Annotated[float, typer.Option(
     help="checkpoint interval (s) where the trace has none; 0 = never")]
 RestartOpt = Annotated[float, typer.Option(help="restart cost (s) where the trace has none")]
 DepthOpt = Annotated[int, typer.Option(help="jobs examined past the first that does not fit")]
+EnergyOpt = Annotated[bool, typer.Option(help="keep the energy, carbon and cost books")]
+YearOpt = Annotated[int, typer.Option(help="signal year; trace time 0 is 1 January 00:00 UTC")]
+UtilOpt = Annotated[float, typer.Option(help="GPU utilisation of busy GPUs for power (0-1]")]
 
 
 def _fail(message: str) -> None:
@@ -87,14 +90,31 @@ def _load_trace(trace: str, data_dir: Path | None, seed: int, fmt: str | None) -
     return loaded
 
 
-def _run(fleet_spec, tenants_spec, trace, policy, load, seed, defaults, config, label=None):
+def _energy(fleet_spec: FleetSpec, keep: bool, year: int, util: float, data_dir: Path | None):
+    """The books' inputs, or None (said loudly) when a site's series cannot be found."""
+    if not keep:
+        return None
+    if not 0 < util <= 1:
+        raise ValueError(f"--gpu-util must be in (0, 1], got {util}")
+    from kraft.energy.books import inputs_for
+    from kraft.signals.series import SignalError
+
+    try:
+        return inputs_for(fleet_spec, year, _data_dir(data_dir), util)
+    except SignalError as e:
+        err.print(f"[yellow]no energy books for this run: {e}[/]", highlight=False)
+        return None
+
+
+def _run(fleet_spec, tenants_spec, trace, policy, load, seed, defaults, config, energy,
+         label=None):
     from kraft.sim.run import simulate
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("jobs"), TimeElapsedColumn(), console=err, transient=True) as bar:
         task = bar.add_task(label or policy, total=trace.n_jobs)
         return simulate(fleet_spec, tenants_spec, trace, policy, load=load, seed=seed,
-                        defaults=defaults, config=config,
+                        defaults=defaults, config=config, energy=energy,
                         progress=lambda n: bar.advance(task, n))
 
 
@@ -104,7 +124,7 @@ def _write(out: Path, run) -> None:
     (out / "timing.json").write_text(json.dumps(run.timing, indent=2, sort_keys=True) + "\n")
     from kraft.sim.metrics import job_table
 
-    pq.write_table(job_table(run.outcome.jobs), out / "jobs.parquet")
+    pq.write_table(job_table(run.outcome.jobs, run.job_energy), out / "jobs.parquet")
 
 
 def _guard(fn):
@@ -139,16 +159,20 @@ def simulate(
     scan_depth: DepthOpt = 100,
     breakdown: Annotated[bool, typer.Option(
         help="also print per-tier and per-tenant tables")] = True,
+    energy: EnergyOpt = True,
+    signal_year: YearOpt = 2024,
+    gpu_util: UtilOpt = 1.0,
 ) -> None:
     """Replay a trace on a fleet under one policy and print the results."""
-    from kraft.report.tables import breakdown_table, results_table
+    from kraft.report.tables import breakdown_table, energy_table, results_table
 
     make_policy(policy)  # fail fast on a bad name
     fleet_spec, tenants_spec = _specs(fleet, tenants)
     loaded = _load_trace(trace, data_dir, seed, fmt)
     defaults = JobDefaults(checkpoint_interval or None, restart_cost)
+    books = _energy(fleet_spec, energy, signal_year, gpu_util, data_dir)
     run = _run(fleet_spec, tenants_spec, loaded, policy, load, seed, defaults,
-               SchedulerConfig(scan_depth=scan_depth))
+               SchedulerConfig(scan_depth=scan_depth), books)
     r = run.results
     console.print(f"[bold]{loaded.name}[/] on [bold]{fleet_spec.name}[/] "
                   f"({r['fleet_gpus']} GPUs), "
@@ -160,6 +184,14 @@ def simulate(
         console.print(breakdown_table(r, "tier"))
         if len(r["per_tenant"]) <= 30:
             console.print(breakdown_table(r, "tenant"))
+    if "energy" in r:
+        console.print(energy_table([(policy, r)], "energy, carbon and cost"))
+        if breakdown:
+            console.print(energy_table(list(r["energy"]["per_tier"].items()), "by tier",
+                                       raw=True))
+        for flag in r["energy"]["ai_act_flags"][:5]:
+            console.print(f"  EU AI Act: job {flag['job']} of {flag['tenant']} used "
+                          f"{flag['flop']:.2e} FLOP (> 1e25)", highlight=False)
     for reason, n in r["rejections"].items():
         console.print(f"  {n} {reason}", highlight=False)
     console.print(f"scheduler: {run.timing['cycles']} cycles, p50 {run.timing['p50_ms']:.3f} ms, "
@@ -187,9 +219,12 @@ def compare(
     checkpoint_interval: CkptOpt = 1800.0,
     restart_cost: RestartOpt = 60.0,
     scan_depth: DepthOpt = 100,
+    energy: EnergyOpt = True,
+    signal_year: YearOpt = 2024,
+    gpu_util: UtilOpt = 1.0,
 ) -> None:
     """Run several policies on the same trace and fleet; print one table."""
-    from kraft.report.tables import results_table
+    from kraft.report.tables import energy_table, results_table
 
     names = [p.strip() for p in policies.split(",") if p.strip()]
     for name in names:
@@ -197,10 +232,11 @@ def compare(
     fleet_spec, tenants_spec = _specs(fleet, tenants)
     loaded = _load_trace(trace, data_dir, seed, fmt)
     defaults = JobDefaults(checkpoint_interval or None, restart_cost)
+    books = _energy(fleet_spec, energy, signal_year, gpu_util, data_dir)
     rows = []
     for name in names:
         run = _run(fleet_spec, tenants_spec, loaded, name, load, seed, defaults,
-                   SchedulerConfig(scan_depth=scan_depth))
+                   SchedulerConfig(scan_depth=scan_depth), books)
         rows.append((name, run.results, run.timing))
         if out is not None:
             _write(out / name, run)
@@ -208,6 +244,9 @@ def compare(
     title = (f"{loaded.name} on {fleet_spec.name} ({first['fleet_gpus']} GPUs), "
              f"{first['jobs']['submitted']} jobs, offered load {first['load']['offered']:.2f}")
     console.print(results_table(rows, title, lower_bound=first))
+    if "energy" in first:
+        console.print(energy_table([(label, res) for label, res, _ in rows],
+                                   "energy, carbon (location- and market-based, apart) and cost"))
     if out is not None:
         console.print(f"wrote {out}/<policy>/results.json")
 

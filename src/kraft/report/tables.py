@@ -47,3 +47,19 @@ def breakdown_table(res: dict, by: str) -> Table:
                       _h(g["queue_delay_s"]["mean"]), _h(g["queue_delay_s"]["p95"]),
                       f"{g['slowdown']:.2f}", f"{g['gpu_hours']:.0f}", str(g["preemptions"]))
     return table
+
+
+def energy_table(rows: list[tuple[str, dict]], title: str, raw: bool = False) -> Table:
+    """rows: (label, results) -- or, with raw, (label, books group) from results.energy."""
+    table = Table(title=title, title_justify="left")
+    for col in ("", "IT MWh", "facility MWh", "PUE", "tCO2e location", "tCO2e market",
+                "energy EUR", "GPU-h charges EUR", "compute FLOP"):
+        table.add_column(col, justify="left" if not col else "right", no_wrap=not col)
+    for label, res in rows:
+        g = res if raw else res["energy"]["jobs"]
+        it, fac = g["it_kwh"], g["facility_kwh"]
+        table.add_row(label, f"{it / 1e3:,.1f}", f"{fac / 1e3:,.1f}",
+                      f"{fac / it:.3f}" if it else "", f"{g['carbon_location_kg'] / 1e3:,.2f}",
+                      f"{g['carbon_market_kg'] / 1e3:,.2f}", f"{g['energy_cost_eur']:,.0f}",
+                      f"{g['gpu_hour_charge_eur']:,.0f}", f"{g['flop']:.2e}")
+    return table

@@ -41,6 +41,7 @@ class Decision(NamedTuple):
     kind: str  # "start" | "preempt" | "reject"
     job: Job
     reason: str
+    pool: Pool | None = None  # where a started job runs, or a preempted one ran
 
 
 _BIG = 1 << 62
@@ -324,8 +325,9 @@ class Scheduler:
             return None  # the GPUs would be free but the site's power budget would not hold
         reason = f"waiting: preempted for job {job.id} of {job.tenant.name!r} ({why})"
         for victim in needed:
+            ran_in = victim.pool
             self._preempt(victim, now, reason)
-            out.append(Decision("preempt", victim, reason))
+            out.append(Decision("preempt", victim, reason, ran_in))
         return placement, pool
 
     def _reclaim(self, job: Job, pools: tuple[Pool, ...], victims: Iterable[Job]
@@ -414,7 +416,7 @@ class Scheduler:
         self.running[job.id] = job
         self.by_end[pool.index].add(job)
         self.policy.on_start(job, now)
-        out.append(Decision("start", job, f"started on {self.cluster.describe(placement)}"))
+        out.append(Decision("start", job, f"started on {self.cluster.describe(placement)}", pool))
 
     def _stop(self, job: Job, now: float) -> None:
         self.cluster.release(job.placement)

@@ -151,7 +151,8 @@ _SHARED = {"carbon": _shared_carbon, "price": _shared_price, "temperature": _sha
 
 
 def bundled_path(kind: str, name: str, year: int) -> Path:
-    return Path(str(resources.files("kraft") / "data" / "signals" / kind / f"{name}_{year}.parquet"))
+    folder = resources.files("kraft") / "data" / "signals" / kind
+    return Path(str(folder / f"{name}_{year}.parquet"))
 
 
 def load_series(kind: str, name: str, year: int = 2024,

@@ -31,9 +31,26 @@ class Timeline:
 
 
 @dataclass
+class Segments:
+    """Every stretch a job ran without interruption: the input of the energy books."""
+
+    job: array = field(default_factory=lambda: array("l"))  # index into SimOutcome.jobs
+    pool: array = field(default_factory=lambda: array("l"))
+    start_s: array = field(default_factory=lambda: array("d"))
+    end_s: array = field(default_factory=lambda: array("d"))
+
+    def add(self, job: int, pool: int, start_s: float, end_s: float) -> None:
+        self.job.append(job)
+        self.pool.append(pool)
+        self.start_s.append(start_s)
+        self.end_s.append(end_s)
+
+
+@dataclass
 class SimOutcome:
     jobs: list[Job]
     timeline: Timeline
+    segments: Segments
     cycle_s: array  # wall seconds per scheduling cycle (measurement, not a result)
     end_s: float
 
@@ -63,6 +80,9 @@ class Simulator:
         heap: list[tuple] = []
         seq = 0
         timeline = Timeline()
+        segments = Segments()
+        index = {id(job): i for i, job in enumerate(jobs)}
+        started_at: dict[int, float] = {}  # job index -> start of its current run
         cycle_s = array("d")
         perf = time.perf_counter
         n, i = len(jobs), 0
@@ -77,6 +97,8 @@ class Simulator:
             while heap and heap[0][0] == now:
                 _, kind, _, job, epoch = heapq.heappop(heap)
                 if kind == FINISH and job.epoch == epoch and job.state is JobState.RUNNING:
+                    k = index[id(job)]
+                    segments.add(k, job.pool.index, started_at.pop(k), now)
                     sched.finish(job, now)
                     done += 1
                 elif kind == WAKEUP:
@@ -88,10 +110,15 @@ class Simulator:
             t0 = perf()
             decisions = sched.cycle(now)
             cycle_s.append(perf() - t0)
-            for d in decisions:
+            for d in decisions:  # in order: a job preempted then restarted in one cycle
+                job = d.job
                 if d.kind == "start":
+                    started_at[index[id(job)]] = now
                     seq += 1
-                    heapq.heappush(heap, (d.job.end_s, FINISH, seq, d.job, d.job.epoch))
+                    heapq.heappush(heap, (job.end_s, FINISH, seq, job, job.epoch))
+                elif d.kind == "preempt":
+                    k = index[id(job)]
+                    segments.add(k, d.pool.index, started_at.pop(k), now)
             wake = sched.next_wakeup()
             if wake is not None and wake > now and wake != wakeup_at:
                 wakeup_at = wake
@@ -106,7 +133,7 @@ class Simulator:
                 done = 0
         if self.progress is not None and done:
             self.progress(done)
-        return SimOutcome(jobs, timeline, cycle_s, now)
+        return SimOutcome(jobs, timeline, segments, cycle_s, now)
 
     def _fragmented(self) -> int:
         """Idle GPUs that no waiting job can use: all free GPUs, when there are enough of

@@ -122,9 +122,10 @@ def decision_time(outcome: SimOutcome) -> dict[str, float]:
             "max_ms": float(c.max()), "total_s": float(c.sum() / 1e3)}
 
 
-def job_table(jobs: list[Job]) -> pa.Table:
-    """Per-job records (jobs.parquet)."""
-    return pa.table({
+def job_table(jobs: list[Job], energy: dict | None = None) -> pa.Table:
+    """Per-job records (jobs.parquet), with the energy books' columns when kept."""
+    extra = {k: pa.array(v) for k, v in (energy or {}).items()}
+    return pa.table({**{
         "job_id": [j.name for j in jobs],
         "tenant": [j.tenant.name for j in jobs],
         "tier": [j.tenant.tier.value for j in jobs],
@@ -139,4 +140,4 @@ def job_table(jobs: list[Job]) -> pa.Table:
         "preemptions": pa.array([j.preemptions for j in jobs], pa.int32()),
         "lost_gpu_s": [j.lost_gpu_s for j in jobs],
         "reason": [j.reason for j in jobs],
-    })
+    }, **extra})

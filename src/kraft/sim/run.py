@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kraft.cluster.state import ClusterState
+from kraft.energy.books import EnergyInputs, keep_books
 from kraft.sched.policy import make_policy
 from kraft.sched.scheduler import Scheduler, SchedulerConfig
 from kraft.sim.engine import SimOutcome, Simulator
@@ -20,6 +21,7 @@ class SimRun:
     results: dict  # deterministic: results.json
     timing: dict  # this machine's decision times: timing.json
     outcome: SimOutcome
+    job_energy: dict | None = None  # per-job energy columns, for jobs.parquet
 
 
 def simulate(fleet: FleetSpec, tenants: TenantsSpec, trace: Trace, policy: str, *,
@@ -27,6 +29,7 @@ def simulate(fleet: FleetSpec, tenants: TenantsSpec, trace: Trace, policy: str, 
              defaults: JobDefaults = JobDefaults(),
              config: SchedulerConfig = SchedulerConfig(),
              policy_params: dict | None = None,
+             energy: EnergyInputs | None = None,
              progress: Callable[[int], None] | None = None) -> SimRun:
     cluster = ClusterState(fleet)
     jobs, tenant_states, factor = build_jobs(trace, tenants, defaults, cluster.total_gpus, load)
@@ -37,4 +40,7 @@ def simulate(fleet: FleetSpec, tenants: TenantsSpec, trace: Trace, policy: str, 
                         trace=trace.name, policy=policy, seed=seed, load_target=load,
                         load_offered=offered_load(trace, cluster.total_gpus) / factor,
                         time_factor=factor, dropped_rows=dict(trace.dropped))
-    return SimRun(results, decision_time(outcome), outcome)
+    job_energy = None
+    if energy is not None:
+        results["energy"], job_energy = keep_books(outcome, cluster, fleet, energy)
+    return SimRun(results, decision_time(outcome), outcome, job_energy)

@@ -1,7 +1,8 @@
 """A synthetic trace for scale tests: N jobs with Philly-like gang sizes, scaled up.
 
 Not real data: used to measure speed on fleets far larger than any public trace. Arrivals are
-Poisson; gang sizes are powers of two; run times are log-normal (median 1 h, sigma 1, capped at 2 days).
+Poisson; gang sizes are powers of two; run times are log-normal (median 1 h, sigma 1,
+capped at 2 days).
 The seed fully determines the trace.
 """
 
