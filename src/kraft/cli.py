@@ -49,6 +49,11 @@ DepthOpt = Annotated[int, typer.Option(help="jobs examined past the first that d
 EnergyOpt = Annotated[bool, typer.Option(help="keep the energy, carbon and cost books")]
 YearOpt = Annotated[int, typer.Option(help="signal year; trace time 0 is 1 January 00:00 UTC")]
 UtilOpt = Annotated[float, typer.Option(help="GPU utilisation of busy GPUs for power (0-1]")]
+FlexGpusOpt = Annotated[int, typer.Option(
+    help="jobs of at most this many GPUs are flexible (where the trace says nothing)")]
+WindowOpt = Annotated[float, typer.Option(help="flexibility window of flexible jobs, hours")]
+ShiftOpt = Annotated[Optional[str], typer.Option(
+    help="shift flexible jobs to low 'carbon' or 'price' hours of their window")]
 
 
 def _fail(message: str) -> None:
@@ -107,7 +112,7 @@ def _energy(fleet_spec: FleetSpec, keep: bool, year: int, util: float, data_dir:
 
 
 def _run(fleet_spec, tenants_spec, trace, policy, load, seed, defaults, config, energy,
-         label=None):
+         label=None, shift_by=None):
     from kraft.sim.run import simulate
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -115,7 +120,7 @@ def _run(fleet_spec, tenants_spec, trace, policy, load, seed, defaults, config, 
         task = bar.add_task(label or policy, total=trace.n_jobs)
         return simulate(fleet_spec, tenants_spec, trace, policy, load=load, seed=seed,
                         defaults=defaults, config=config, energy=energy,
-                        progress=lambda n: bar.advance(task, n))
+                        shift_by=shift_by, progress=lambda n: bar.advance(task, n))
 
 
 def _write(out: Path, run) -> None:
@@ -162,6 +167,9 @@ def simulate(
     energy: EnergyOpt = True,
     signal_year: YearOpt = 2024,
     gpu_util: UtilOpt = 1.0,
+    flexible_gpus: FlexGpusOpt = 0,
+    window_h: WindowOpt = 24.0,
+    shift: ShiftOpt = None,
 ) -> None:
     """Replay a trace on a fleet under one policy and print the results."""
     from kraft.report.tables import breakdown_table, energy_table, results_table
@@ -169,10 +177,11 @@ def simulate(
     make_policy(policy)  # fail fast on a bad name
     fleet_spec, tenants_spec = _specs(fleet, tenants)
     loaded = _load_trace(trace, data_dir, seed, fmt)
-    defaults = JobDefaults(checkpoint_interval or None, restart_cost)
-    books = _energy(fleet_spec, energy, signal_year, gpu_util, data_dir)
+    defaults = JobDefaults(checkpoint_interval or None, restart_cost, True, flexible_gpus,
+                           window_h * 3600)
+    books = _energy(fleet_spec, energy or shift is not None, signal_year, gpu_util, data_dir)
     run = _run(fleet_spec, tenants_spec, loaded, policy, load, seed, defaults,
-               SchedulerConfig(scan_depth=scan_depth), books)
+               SchedulerConfig(scan_depth=scan_depth), books, shift_by=shift)
     r = run.results
     console.print(f"[bold]{loaded.name}[/] on [bold]{fleet_spec.name}[/] "
                   f"({r['fleet_gpus']} GPUs), "
@@ -249,6 +258,51 @@ def compare(
                                    "energy, carbon (location- and market-based, apart) and cost"))
     if out is not None:
         console.print(f"wrote {out}/<policy>/results.json")
+
+
+@app.command()
+@_guard
+def shift(
+    fleet: FleetOpt = "philly-mini",
+    tenants: TenantsOpt = None,
+    trace: TraceOpt = "philly-sample",
+    policy: Annotated[str, typer.Option(help="base policy")] = "backfill",
+    by: Annotated[str, typer.Option(help="carbon or price")] = "carbon",
+    flexible_gpus: FlexGpusOpt = 4,
+    window_h: WindowOpt = 24.0,
+    load: LoadOpt = None,
+    seed: SeedOpt = 0,
+    data_dir: DataOpt = None,
+    fmt: FormatOpt = None,
+    signal_year: YearOpt = 2024,
+    gpu_util: UtilOpt = 1.0,
+    out: Annotated[Optional[Path], typer.Option(help="write shift.json here")] = None,
+) -> None:
+    """What shifting flexible jobs in time saves: carbon-agnostic against shifted, beside the
+    physical limit, and what it cost in completion time."""
+    from kraft.energy.shifting import shift_summary
+    from kraft.report.tables import shift_table
+
+    make_policy(policy)
+    fleet_spec, tenants_spec = _specs(fleet, tenants)
+    loaded = _load_trace(trace, data_dir, seed, fmt)
+    books = _energy(fleet_spec, True, signal_year, gpu_util, data_dir)
+    if books is None:
+        _fail("shifting needs each site's signals (see the warning above)")
+    defaults = JobDefaults(flexible_max_gpus=flexible_gpus, flex_window_s=window_h * 3600)
+    config = SchedulerConfig()
+    agnostic = _run(fleet_spec, tenants_spec, loaded, policy, load, seed, defaults, config,
+                    books, label=f"{policy}, agnostic")
+    shifted = _run(fleet_spec, tenants_spec, loaded, policy, load, seed, defaults, config,
+                   books, label=f"{policy}, shifted by {by}", shift_by=by)
+    summary = shift_summary(agnostic, shifted, fleet_spec, books)
+    zones = ", ".join(sorted({s.grid_zone for s in fleet_spec.sites}))
+    console.print(shift_table(summary, f"{loaded.name} on {fleet_spec.name} ({zones}), "
+                                       f"jobs of <= {flexible_gpus} GPUs flexible by "
+                                       f"{window_h:g} h, {policy}"))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "shift.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
 
 @trace_app.command("convert")

@@ -208,3 +208,19 @@ def inputs_for(fleet: FleetSpec, year: int = 2024, data_dir=None, utilization: f
                        if site.weather else None)
         sites[site.name] = SiteSignals(carbon, price, site.flat_price_eur_per_mwh, temperature)
     return EnergyInputs(sites, year, utilization, mfu)
+
+
+def signal_by_site(inputs: EnergyInputs, by: str, hours: int | None = None) -> dict:
+    """Each site's hourly carbon intensity or price, for the scheduler's shifting."""
+    out = {}
+    for name, sig in inputs.sites.items():
+        if by == "carbon":
+            out[name] = sig.carbon.values
+        elif by == "price":
+            if sig.price is None:
+                raise ValueError(f"site {name} has a flat tariff: shifting by price gains "
+                                 f"nothing there")
+            out[name] = sig.price.values
+        else:
+            raise ValueError(f"shift by {by!r}? Use carbon or price")
+    return out

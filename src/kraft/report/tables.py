@@ -63,3 +63,23 @@ def energy_table(rows: list[tuple[str, dict]], title: str, raw: bool = False) ->
                       f"{g['carbon_market_kg'] / 1e3:,.2f}", f"{g['energy_cost_eur']:,.0f}",
                       f"{g['gpu_hour_charge_eur']:,.0f}", f"{g['flop']:.2e}")
     return table
+
+
+def shift_table(summary: dict, title: str) -> Table:
+    """Carbon of the flexible jobs: agnostic, shifted, the limit; and the JCT paid."""
+    c, sv, jct = summary["carbon_location_kg"], summary["saving"], summary["jct_mean_s"]
+    table = Table(title=title, title_justify="left")
+    for col in ("", "flexible jobs tCO2e (location)", "saving", "JCT mean h, flexible",
+                "JCT mean h, all jobs"):
+        table.add_column(col, justify="left" if not col else "right", no_wrap=not col)
+    table.add_row("carbon-agnostic", f"{c['agnostic'] / 1e3:,.3f}", "",
+                  _h(jct["flexible_agnostic"]), _h(jct["all_agnostic"]))
+    table.add_row("shifted", f"{c['shifted'] / 1e3:,.3f}", f"{sv['shifted']:.1%}",
+                  _h(jct["flexible_shifted"]), _h(jct["all_shifted"]))
+    table.add_row("limit: each at its best hour", f"{c['limit'] / 1e3:,.3f}",
+                  f"{sv['limit']:.1%}", "", "", style="dim")
+    table.add_row("Let's Wait Awhile (DE, ML jobs)", "", f"{sv['lets_wait_awhile_de_ml']:.1%}",
+                  "", "", style="dim")
+    table.caption = (f"{summary['flexible_jobs']:,} of {summary['jobs']:,} jobs flexible. "
+                     "Shifting uses the recorded series as a perfect forecast.")
+    return table

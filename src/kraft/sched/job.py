@@ -47,12 +47,14 @@ class Job:
                  "time_limit_s", "checkpoint_interval_s", "restart_cost_s", "preemptible",
                  "state", "progress_s", "executed_s", "start_s", "end_s", "penalty_s",
                  "first_start_s", "finish_s", "placement", "pool", "guaranteed", "preemptions",
-                 "lost_gpu_s", "epoch", "reason", "key", "pools", "estimate_s")
+                 "lost_gpu_s", "epoch", "reason", "key", "pools", "estimate_s",
+                 "flex_window_s")
 
     def __init__(self, id: int, tenant: TenantState, gpus: int, submit_s: float,
                  duration_s: float, *, name: str = "", gpu_model: str | None = None,
                  time_limit_s: float | None = None, checkpoint_interval_s: float | None = None,
-                 restart_cost_s: float = 0.0, preemptible: bool = True):
+                 restart_cost_s: float = 0.0, preemptible: bool = True,
+                 flex_window_s: float = 0.0):
         self.id = id
         self.name = name or f"job-{id}"
         self.tenant = tenant
@@ -64,6 +66,7 @@ class Job:
         self.checkpoint_interval_s = checkpoint_interval_s
         self.restart_cost_s = restart_cost_s
         self.preemptible = preemptible
+        self.flex_window_s = flex_window_s  # may start up to this long after submission
         self.state = JobState.WAITING
         self.progress_s = 0.0  # checkpointed work, kept across preemptions
         self.executed_s = 0.0  # wall seconds run, all attempts (attained service / GPUs)

@@ -13,6 +13,7 @@ comes in as an argument. Within a cycle:
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import Counter
 from collections.abc import Iterable
@@ -26,6 +27,7 @@ from kraft.catalog import CATALOG
 from kraft.cluster.state import ClusterState, Placement, Pool
 from kraft.sched.job import Job, JobState, TenantState
 from kraft.sched.policy import Fill, Policy
+from kraft.sched.shift import SignalShift
 from kraft.spec.models import Tier
 
 
@@ -55,10 +57,12 @@ _VICTIM_CLASS = {Tier.SPOT: 0, Tier.ON_DEMAND: 1, Tier.RESERVED: 2}
 
 class Scheduler:
     def __init__(self, cluster: ClusterState, tenants: Iterable[TenantState], policy: Policy,
-                 config: SchedulerConfig | None = None):
+                 config: SchedulerConfig | None = None, shift: SignalShift | None = None):
         self.cluster = cluster
         self.policy = policy
         self.config = config or SchedulerConfig()
+        self.shift = shift  # temporal shifting of flexible jobs, if any
+        self.deferred: list[tuple[float, int, Job]] = []  # heap: (planned start, id, job)
         self.tenants = {t.name: t for t in tenants}
         self.reserved = [t for t in self.tenants.values() if t.reserved_gpus > 0]
         self.running: dict[int, Job] = {}
@@ -121,6 +125,13 @@ class Scheduler:
             job.reason = reason
             return Decision("reject", job, reason)
         job.pools = self.pools_for(job.tenant, job.gpu_model)
+        if self.shift is not None and job.flex_window_s > 0:
+            start_s, why = self.shift.plan(job, now)
+            if start_s > now:
+                job.state = JobState.WAITING
+                job.reason = why
+                heapq.heappush(self.deferred, (start_s, job.id, job))
+                return None
         self._enqueue(job, now)
         return None
 
@@ -137,18 +148,28 @@ class Scheduler:
     def cancel(self, job: Job, now: float) -> None:
         if job.state is JobState.RUNNING:
             self._stop(job, now)
-        elif job.state is JobState.WAITING:
+        elif job.state is JobState.WAITING and job.id in job.tenant.waiting:
             self._dequeue(job)
-        job.state = JobState.CANCELLED
+        job.state = JobState.CANCELLED  # a deferred one is dropped when its time comes
         job.reason = "cancelled"
 
     def next_wakeup(self) -> float | None:
-        return self.policy.next_wakeup()
+        times = [t for t in (self.policy.next_wakeup(),
+                             self.deferred[0][0] if self.deferred else None) if t is not None]
+        return min(times) if times else None
+
+    @property
+    def n_deferred(self) -> int:
+        return len(self.deferred)
 
     # ---- the cycle -------------------------------------------------------------------------
 
     def cycle(self, now: float) -> list[Decision]:
         out: list[Decision] = []
+        while self.deferred and self.deferred[0][0] <= now:
+            job = heapq.heappop(self.deferred)[2]
+            if job.state is JobState.WAITING:
+                self._enqueue(job, now)
         self.policy.tick(now)
         if self.reserved:
             self._reservations(now, out)

@@ -126,7 +126,7 @@ class Simulator:
                 heapq.heappush(heap, (wake, WAKEUP, seq, None, 0))
             timeline.t_s.append(now)
             timeline.allocated_gpus.append(cluster.total_gpus - cluster.free_gpus)
-            timeline.waiting_jobs.append(sched.n_waiting)
+            timeline.waiting_jobs.append(sched.n_waiting + sched.n_deferred)
             timeline.fragmented_gpus.append(self._fragmented())
             if self.progress is not None and done >= report_every:
                 self.progress(done)

@@ -6,9 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kraft.cluster.state import ClusterState
-from kraft.energy.books import EnergyInputs, keep_books
+from kraft.energy.books import EnergyInputs, keep_books, signal_by_site
 from kraft.sched.policy import make_policy
 from kraft.sched.scheduler import Scheduler, SchedulerConfig
+from kraft.sched.shift import SignalShift
 from kraft.sim.engine import SimOutcome, Simulator
 from kraft.sim.metrics import decision_time, summarize
 from kraft.sim.traces.canonical import Trace
@@ -30,11 +31,17 @@ def simulate(fleet: FleetSpec, tenants: TenantsSpec, trace: Trace, policy: str, 
              config: SchedulerConfig = SchedulerConfig(),
              policy_params: dict | None = None,
              energy: EnergyInputs | None = None,
+             shift_by: str | None = None,
              progress: Callable[[int], None] | None = None) -> SimRun:
     cluster = ClusterState(fleet)
     jobs, tenant_states, factor = build_jobs(trace, tenants, defaults, cluster.total_gpus, load)
+    shift = None
+    if shift_by is not None:
+        if energy is None:
+            raise ValueError("temporal shifting needs the signals: run with the energy books")
+        shift = SignalShift(signal_by_site(energy, shift_by), shift_by)
     scheduler = Scheduler(cluster, tenant_states.values(),
-                          make_policy(policy, **(policy_params or {})), config)
+                          make_policy(policy, **(policy_params or {})), config, shift)
     outcome = Simulator(scheduler, jobs, progress).run()
     results = summarize(outcome, fleet=fleet.name, fleet_gpus=cluster.total_gpus,
                         trace=trace.name, policy=policy, seed=seed, load_target=load,

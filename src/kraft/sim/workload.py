@@ -19,6 +19,15 @@ class JobDefaults:
     checkpoint_interval_s: float | None = 1800.0
     restart_cost_s: float = 60.0
     preemptible: bool = True
+    # Flexibility rule for traces that record none: jobs of at most `flexible_max_gpus` GPUs
+    # may start up to `flex_window_s` after submission (0 = nobody is flexible).
+    flexible_max_gpus: int = 0
+    flex_window_s: float = 0.0
+
+    def window_for(self, gpus: int, given: float | None) -> float:
+        if given is not None:
+            return given
+        return self.flex_window_s if gpus <= self.flexible_max_gpus else 0.0
 
 
 def offered_load(trace: Trace, fleet_gpus: int) -> float:
@@ -54,14 +63,16 @@ def build_jobs(trace: Trace, tenants: TenantsSpec, defaults: JobDefaults,
     def col(name: str) -> list:
         return t[name].to_pylist()
 
-    ckpt, cost, pre, limit = (col("checkpoint_interval_s"), col("restart_cost_s"),
-                              col("preemptible"), col("time_limit_s"))
+    ckpt, cost, pre, limit, flex = (col("checkpoint_interval_s"), col("restart_cost_s"),
+                                    col("preemptible"), col("time_limit_s"),
+                                    col("flex_window_s"))
     jobs = [
         Job(i, by_trace_name[tenant], gpus, float(sub), dur, name=jid, gpu_model=model,
             time_limit_s=limit[i],
             checkpoint_interval_s=defaults.checkpoint_interval_s if ckpt[i] is None else ckpt[i],
             restart_cost_s=defaults.restart_cost_s if cost[i] is None else cost[i],
-            preemptible=defaults.preemptible if pre[i] is None else pre[i])
+            preemptible=defaults.preemptible if pre[i] is None else pre[i],
+            flex_window_s=defaults.window_for(gpus, flex[i]))
         for i, (jid, sub, dur, gpus, tenant, model) in enumerate(zip(
             col("job_id"), np.asarray(submit).tolist(), col("duration_s"), col("gpus"),
             col("tenant"), col("gpu_model")))

@@ -239,6 +239,7 @@ class JobSpec(_Strict):
     checkpoint_interval_s: float | None = Field(None, gt=0)
     restart_cost_s: float = Field(0.0, ge=0)
     preemptible: bool = True
+    flex_window_s: float = Field(0.0, ge=0, description="may start this long after submit")
     command: list[str] | None = None
 
     @field_validator("gpu_model")

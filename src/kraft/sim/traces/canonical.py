@@ -3,7 +3,8 @@
 Columns (CSV header or Parquet schema); optional ones may be absent or empty:
   job_id (str), submit_s (float >= 0), duration_s (float > 0), gpus (int >= 1), tenant (str),
   gpu_model (str, optional), checkpoint_interval_s (float, optional),
-  restart_cost_s (float, optional), preemptible (bool, optional), time_limit_s (float, optional)
+  restart_cost_s (float, optional), preemptible (bool, optional), time_limit_s (float, optional),
+  flex_window_s (float, optional)
 Rows that cannot be used are counted by reason and dropped, never fatal.
 """
 
@@ -30,6 +31,7 @@ CANONICAL_SCHEMA = pa.schema([
     ("restart_cost_s", pa.float64()),
     ("preemptible", pa.bool_()),
     ("time_limit_s", pa.float64()),
+    ("flex_window_s", pa.float64()),
 ])
 REQUIRED = ("job_id", "submit_s", "duration_s", "gpus", "tenant")
 
