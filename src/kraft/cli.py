@@ -54,6 +54,8 @@ FlexGpusOpt = Annotated[int, typer.Option(
 WindowOpt = Annotated[float, typer.Option(help="flexibility window of flexible jobs, hours")]
 ShiftOpt = Annotated[Optional[str], typer.Option(
     help="shift flexible jobs to low 'carbon' or 'price' hours of their window")]
+PreferOpt = Annotated[Optional[str], typer.Option(
+    help="place on the allowed site with the lowest 'carbon' or 'price' now (default: pack)")]
 
 
 def _fail(message: str) -> None:
@@ -112,7 +114,7 @@ def _energy(fleet_spec: FleetSpec, keep: bool, year: int, util: float, data_dir:
 
 
 def _run(fleet_spec, tenants_spec, trace, policy, load, seed, defaults, config, energy,
-         label=None, shift_by=None):
+         label=None, shift_by=None, prefer=None):
     from kraft.sim.run import simulate
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -120,7 +122,7 @@ def _run(fleet_spec, tenants_spec, trace, policy, load, seed, defaults, config, 
         task = bar.add_task(label or policy, total=trace.n_jobs)
         return simulate(fleet_spec, tenants_spec, trace, policy, load=load, seed=seed,
                         defaults=defaults, config=config, energy=energy,
-                        shift_by=shift_by, progress=lambda n: bar.advance(task, n))
+                        shift_by=shift_by, prefer=prefer, progress=lambda n: bar.advance(task, n))
 
 
 def _write(out: Path, run) -> None:
@@ -170,18 +172,20 @@ def simulate(
     flexible_gpus: FlexGpusOpt = 0,
     window_h: WindowOpt = 24.0,
     shift: ShiftOpt = None,
+    prefer: PreferOpt = None,
 ) -> None:
     """Replay a trace on a fleet under one policy and print the results."""
-    from kraft.report.tables import breakdown_table, energy_table, results_table
+    from kraft.report.tables import breakdown_table, energy_table, results_table, site_table
 
     make_policy(policy)  # fail fast on a bad name
     fleet_spec, tenants_spec = _specs(fleet, tenants)
     loaded = _load_trace(trace, data_dir, seed, fmt)
     defaults = JobDefaults(checkpoint_interval or None, restart_cost, True, flexible_gpus,
                            window_h * 3600)
-    books = _energy(fleet_spec, energy or shift is not None, signal_year, gpu_util, data_dir)
+    books = _energy(fleet_spec, energy or shift is not None or prefer is not None, signal_year,
+                    gpu_util, data_dir)
     run = _run(fleet_spec, tenants_spec, loaded, policy, load, seed, defaults,
-               SchedulerConfig(scan_depth=scan_depth), books, shift_by=shift)
+               SchedulerConfig(scan_depth=scan_depth), books, shift_by=shift, prefer=prefer)
     r = run.results
     console.print(f"[bold]{loaded.name}[/] on [bold]{fleet_spec.name}[/] "
                   f"({r['fleet_gpus']} GPUs), "
@@ -198,6 +202,7 @@ def simulate(
         if breakdown:
             console.print(energy_table(list(r["energy"]["per_tier"].items()), "by tier",
                                        raw=True))
+        console.print(site_table(r))
         for flag in r["energy"]["ai_act_flags"][:5]:
             console.print(f"  EU AI Act: job {flag['job']} of {flag['tenant']} used "
                           f"{flag['flop']:.2e} FLOP (> 1e25)", highlight=False)

@@ -83,3 +83,18 @@ def shift_table(summary: dict, title: str) -> Table:
     table.caption = (f"{summary['flexible_jobs']:,} of {summary['jobs']:,} jobs flexible. "
                      "Shifting uses the recorded series as a perfect forecast.")
     return table
+
+
+def site_table(res: dict) -> Table:
+    """Per site: energy, PUE, carbon on both bases (apart), cost, peak power against budget."""
+    table = Table(title="by site", title_justify="left")
+    for col in ("site", "zone", "IT MWh", "idle MWh", "PUE", "tCO2e location",
+                "tCO2e market", "energy EUR", "peak IT MW", "budget MW"):
+        table.add_column(col, justify="left" if col in ("site", "zone") else "right")
+    for name, g in res["energy"]["per_site"].items():
+        table.add_row(name, g["grid_zone"], f"{g['it_kwh'] / 1e3:,.1f}",
+                      f"{g['idle_it_kwh'] / 1e3:,.1f}", f"{g['pue']:.3f}",
+                      f"{g['carbon_location_kg'] / 1e3:,.2f}",
+                      f"{g['carbon_market_kg'] / 1e3:,.2f}", f"{g['energy_cost_eur']:,.0f}",
+                      f"{g['peak_it_mw']:.3f}", f"{g['budget_mw']:g}")
+    return table

@@ -57,12 +57,18 @@ _VICTIM_CLASS = {Tier.SPOT: 0, Tier.ON_DEMAND: 1, Tier.RESERVED: 2}
 
 class Scheduler:
     def __init__(self, cluster: ClusterState, tenants: Iterable[TenantState], policy: Policy,
-                 config: SchedulerConfig | None = None, shift: SignalShift | None = None):
+                 config: SchedulerConfig | None = None, shift: SignalShift | None = None,
+                 prefer: SignalShift | None = None):
         self.cluster = cluster
         self.policy = policy
         self.config = config or SchedulerConfig()
         self.shift = shift  # temporal shifting of flexible jobs, if any
         self.deferred: list[tuple[float, int, Job]] = []  # heap: (planned start, id, job)
+        # Site weigher: among allowed pools, try those whose site's signal (carbon or price)
+        # is lowest this hour first. None: pack (tightest fit over all pools).
+        self.prefer = prefer
+        self._ranked: dict[tuple[int, int], tuple[Pool, ...]] = {}  # (hour, pools id) -> order
+        self._now = 0.0
         self.tenants = {t.name: t for t in tenants}
         self.reserved = [t for t in self.tenants.values() if t.reserved_gpus > 0]
         self.running: dict[int, Job] = {}
@@ -166,6 +172,7 @@ class Scheduler:
 
     def cycle(self, now: float) -> list[Decision]:
         out: list[Decision] = []
+        self._now = now
         while self.deferred and self.deferred[0][0] <= now:
             job = heapq.heappop(self.deferred)[2]
             if job.state is JobState.WAITING:
@@ -320,6 +327,12 @@ class Scheduler:
         if len(pools) == 1:
             placement = place(pools[0], gpus)
             return None if placement is None else (placement, pools[0])
+        if self.prefer is not None:
+            for pool in self._rank(pools):
+                placement = place(pool, gpus)
+                if placement is not None:
+                    return placement, pool
+            return None
         best, best_left = None, math.inf
         for pool in pools:
             placement = place(pool, gpus)
@@ -331,6 +344,18 @@ class Scheduler:
             if left < best_left:
                 best, best_left = (placement, pool), left
         return best
+
+    def _rank(self, pools: tuple[Pool, ...]) -> tuple[Pool, ...]:
+        """Pools by their site's signal this hour, lowest first (then fleet order)."""
+        key = (int(self._now // 3600), id(pools))
+        ranked = self._ranked.get(key)
+        if ranked is None:
+            if len(self._ranked) > 4096:
+                self._ranked.clear()
+            value = self.prefer.value_at
+            ranked = tuple(sorted(pools, key=lambda p: (value(p.site.name, self._now), p.index)))
+            self._ranked[key] = ranked
+        return ranked
 
     def _preempt_to_place(self, job: Job, pools: tuple[Pool, ...], victims: Iterable[Job],
                           now: float, out: list[Decision], why: str, limit: int | None

@@ -41,6 +41,11 @@ class SignalShift:
         self.by = by
         self.series = {site: HourlyIntegral(v) for site, v in hourly_by_site.items()}
 
+    def value_at(self, site: str, t: float) -> float:
+        """The signal at `t` at a site (for the site weigher)."""
+        f = self.series[site]
+        return float(f.x[int(t // 3600) % len(f.x)])
+
     def best(self, job: Job, now: float) -> tuple[float, float, float]:
         """(best start, signal mean then, signal mean if started now) over the job's sites."""
         first = math.ceil(now / 3600.0) * 3600.0

@@ -32,6 +32,7 @@ def simulate(fleet: FleetSpec, tenants: TenantsSpec, trace: Trace, policy: str, 
              policy_params: dict | None = None,
              energy: EnergyInputs | None = None,
              shift_by: str | None = None,
+             prefer: str | None = None,
              progress: Callable[[int], None] | None = None) -> SimRun:
     cluster = ClusterState(fleet)
     jobs, tenant_states, factor = build_jobs(trace, tenants, defaults, cluster.total_gpus, load)
@@ -40,8 +41,13 @@ def simulate(fleet: FleetSpec, tenants: TenantsSpec, trace: Trace, policy: str, 
         if energy is None:
             raise ValueError("temporal shifting needs the signals: run with the energy books")
         shift = SignalShift(signal_by_site(energy, shift_by), shift_by)
+    weigher = None
+    if prefer is not None:
+        if energy is None:
+            raise ValueError("--prefer needs the signals: run with the energy books")
+        weigher = SignalShift(signal_by_site(energy, prefer), prefer)
     scheduler = Scheduler(cluster, tenant_states.values(),
-                          make_policy(policy, **(policy_params or {})), config, shift)
+                          make_policy(policy, **(policy_params or {})), config, shift, weigher)
     outcome = Simulator(scheduler, jobs, progress).run()
     results = summarize(outcome, fleet=fleet.name, fleet_gpus=cluster.total_gpus,
                         trace=trace.name, policy=policy, seed=seed, load_target=load,

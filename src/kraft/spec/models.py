@@ -118,6 +118,8 @@ class SiteSpec(_Strict):
         renewable_share=0.0, residual_mix_g_per_kwh=0.0))
     heat_reuse_share: float = Field(0.0, ge=0.0, le=1.0,
                                     description="share of facility energy reused as heat")
+    latency_ms: dict[str, float] = Field(default_factory=dict,
+                                         description="network round trip to user regions")
 
     @property
     def gpu_count(self) -> int:
