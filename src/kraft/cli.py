@@ -25,6 +25,8 @@ app = typer.Typer(help="Kraft: control plane and digital twin for AI data center
                   pretty_exceptions_enable=False, no_args_is_help=True)
 trace_app = typer.Typer(help="Job traces: convert and inspect.", no_args_is_help=True)
 app.add_typer(trace_app, name="trace")
+report_app = typer.Typer(help="Reports from simulation results.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
 console = Console(width=max(shutil.get_terminal_size((170, 24)).columns, 120))
 err = Console(stderr=True)
 
@@ -308,6 +310,50 @@ def shift(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "shift.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+
+@report_app.command("eed")
+@_guard
+def report_eed(
+    results: Annotated[Path, typer.Option(help="a folder written by kraft simulate --out")],
+    period: Annotated[Optional[int], typer.Option(help="the year reported (must match the "
+                                                       "run's signal year)")] = None,
+    site: Annotated[Optional[str], typer.Option(help="one site only")] = None,
+    fleet: Annotated[Optional[str], typer.Option(help="the run's fleet, if not bundled")] = None,
+) -> None:
+    """EU Energy Efficiency Directive indicators per site: PUE, WUE, REF, ERF (docs/energy.md)."""
+    from rich.table import Table
+
+    from kraft.energy.eed import eed_indicators
+
+    path = results / "results.json"
+    if not path.exists():
+        _fail(f"{path}: not found; write one with kraft simulate --out {results}")
+    res = json.loads(path.read_text())
+    if "energy" not in res:
+        _fail(f"{path}: the run kept no energy books")
+    year = res["energy"]["signal_year"]
+    if period is not None and period != year:
+        _fail(f"{path}: the run used signal year {year}, not {period}")
+    fleet_spec = load_fleet(fleet or res["fleet"])
+    contracts = {s.name: {"renewable_share": s.contract.renewable_share}
+                 for s in fleet_spec.sites}
+    rows = eed_indicators(res, contracts)
+    if site is not None:
+        if site not in rows:
+            _fail(f"no site {site!r} in {path}; sites: {', '.join(rows)}")
+        rows = {site: rows[site]}
+    table = Table(title=f"EED indicators, {res['fleet']}, simulated period mapped onto {year}",
+                  title_justify="left")
+    for col in ("site", "zone", "IT MWh", "PUE", "WUE L/kWh", "REF", "ERF",
+                "tCO2e location", "tCO2e market"):
+        table.add_column(col, justify="left" if col in ("site", "zone") else "right")
+    for name, g in rows.items():
+        table.add_row(name, g["grid_zone"], f"{g['it_kwh'] / 1e3:,.1f}", f"{g['pue']:.3f}",
+                      f"{g['wue_l_per_kwh']:.2f}", f"{g['ref']:.2f}", f"{g['erf']:.2f}",
+                      f"{g['carbon_location_kg'] / 1e3:,.2f}",
+                      f"{g['carbon_market_kg'] / 1e3:,.2f}")
+    console.print(table)
 
 
 @trace_app.command("convert")
