@@ -60,3 +60,40 @@ def test_trace_convert_then_simulate_the_result(tmp_path):
                             "--out", str(out), "--no-breakdown"])
     assert r.exit_code == 0, r.output
     assert json.loads((out / "results.json").read_text())["jobs"]["finished"] == 10281
+
+
+def test_books_shift_and_eed_through_the_cli(tmp_path):
+    out = tmp_path / "fed"
+    r = runner.invoke(app, ["simulate", "--fleet", "nordic-federation", "--load", "0.8",
+                            "--prefer", "carbon", "--out", str(out), "--no-breakdown"])
+    assert r.exit_code == 0, r.output
+    for word in ("tCO2e location", "tCO2e market", "by site", "narvik", "virginia"):
+        assert word in r.output
+    res = json.loads((out / "results.json").read_text())
+    sites = res["energy"]["per_site"]
+    assert all(s["peak_it_mw"] <= s["budget_mw"] for s in sites.values())
+    assert "carbon_location_kg" in pq.read_table(out / "jobs.parquet").column_names
+    r = runner.invoke(app, ["report", "eed", "--results", str(out), "--period", "2024"])
+    assert r.exit_code == 0, r.output
+    assert "REF" in r.output and "narvik" in r.output
+    r = runner.invoke(app, ["report", "eed", "--results", str(out), "--period", "2023"])
+    assert r.exit_code == 2 and "signal year 2024" in r.output
+    r = runner.invoke(app, ["shift", "--load", "0.8", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "shift.json").read_text())
+    c = s["carbon_location_kg"]
+    assert c["limit"] <= c["shifted"] < c["agnostic"]
+    assert "Let's Wait Awhile" in r.output
+
+
+def test_missing_price_is_said_not_invented(tmp_path):
+    fleet = tmp_path / "f.yaml"
+    fleet.write_text("""
+name: f
+sites:
+  - {name: a, country: "NO", jurisdiction: EEA, grid_zone: NO-NO1, it_power_budget_mw: 1,
+     pods: [{name: p, nodes: [{count: 2, gpus: 8, model: H100-SXM}]}]}
+""")
+    r = runner.invoke(app, ["simulate", "--fleet", str(fleet), "--no-breakdown"])
+    assert r.exit_code == 0, r.output
+    assert "no energy books for this run" in r.output and "flat_price_eur_per_mwh" in r.output

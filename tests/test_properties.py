@@ -14,6 +14,7 @@ from kraft.sched.policy import make_policy
 from kraft.sched.scheduler import Scheduler
 from kraft.sched.shift import SignalShift
 from kraft.sim.engine import Simulator
+from kraft.energy.books import inputs_for
 from kraft.sim.run import simulate
 from kraft.sim.traces import load_trace
 from kraft.spec.load import load_fleet, load_tenants
@@ -147,8 +148,9 @@ def test_reserved_jobs_within_reservation_start_within_bound(rows, policy):
 def test_same_seed_gives_byte_identical_results():
     def once(seed):
         trace = load_trace("synthetic:3000", None, seed=seed)
-        run = simulate(load_fleet("philly-mini"), load_tenants("philly-mini"), trace, "las",
-                       load=0.9, seed=seed)
+        fleet = load_fleet("philly-mini")
+        run = simulate(fleet, load_tenants("philly-mini"), trace, "las", load=0.9, seed=seed,
+                       energy=inputs_for(fleet))
         return json.dumps(run.results, sort_keys=True)
 
     first, second, other = once(7), once(7), once(8)

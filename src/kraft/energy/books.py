@@ -13,7 +13,6 @@ keys and no figure adds them.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -157,13 +156,10 @@ def keep_books(outcome: SimOutcome, cluster: ClusterState, fleet: FleetSpec,
     price = np.array([fleet.gpu_hour_price_eur.for_tier(j.tenant.tier) for j in jobs])
     per_job["gpu_hour_charge_eur"] = gpu_h * price
 
-    def group(key) -> dict:
-        acc: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-        for k, j in enumerate(jobs):
-            g = acc[key(j)]
-            for col, v in per_job.items():
-                g[col] += v[k]
-        return {name: {c: _r(v) for c, v in sorted(g.items())} for name, g in sorted(acc.items())}
+    def group(labels: list[str]) -> dict:
+        names, codes = np.unique(np.array(labels, dtype=object).astype(str), return_inverse=True)
+        sums = {c: np.bincount(codes, weights=v, minlength=len(names)) for c, v in per_job.items()}
+        return {str(n): {c: _r(sums[c][i]) for c in sorted(sums)} for i, n in enumerate(names)}
 
     flags = [{"tenant": jobs[k].tenant.name, "job": jobs[k].name, "flop": float(per_job["flop"][k])}
              for k in np.flatnonzero(per_job["flop"] > AI_ACT_SYSTEMIC_FLOP)]
@@ -175,8 +171,8 @@ def keep_books(outcome: SimOutcome, cluster: ClusterState, fleet: FleetSpec,
         "carbon_basis": {"location": "grid zone hourly intensity, life-cycle (Electricity Maps)",
                          "market": "site contract factor (GHG Protocol Scope 2 market-based)"},
         "jobs": totals,
-        "per_tier": group(lambda j: j.tenant.tier.value),
-        "per_tenant": group(lambda j: j.tenant.name),
+        "per_tier": group([j.tenant.tier.value for j in jobs]),
+        "per_tenant": group([j.tenant.name for j in jobs]),
         "per_site": per_site,
         "ai_act_flags": flags,
         "hourly": hourly_out,
