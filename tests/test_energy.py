@@ -96,3 +96,20 @@ def test_budget_holds_jobs_back_and_says_why():
     assert js[0].first_start_s == 0 and js[1].first_start_s == 100
     assert js[2].state.value == "rejected" and "power budget" in js[2].reason
     assert sched.cluster.site_power[0].headroom_w == pytest.approx(6000 - 1008)
+
+
+def test_user_series_in_the_canonical_format(tmp_path):
+    from kraft.signals.series import SignalError, load_series
+
+    path = tmp_path / "my-grid.csv"
+    # two samples in 2024, UTC; the gap between them is filled forward
+    path.write_text("timestamp,value\n2024-01-01T00:00:00Z,50\n2024-01-01T03:00:00Z,20\n")
+    s = load_series("carbon", str(path), 2024)
+    assert s.values[:5].tolist() == [50, 50, 50, 20, 20]
+    assert len(s.values) == 8784 and s.filled_hours == 8782
+    with pytest.raises(SignalError, match="not bundled"):
+        load_series("carbon", "XX-NOWHERE", 2024)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("when,g\n1,2\n")
+    with pytest.raises(SignalError, match="needs columns 'timestamp'"):
+        load_series("carbon", str(bad), 2024)

@@ -9,12 +9,12 @@ from hypothesis import strategies as st
 
 from kraft.catalog import CATALOG
 from kraft.cluster.state import ClusterState
+from kraft.energy.books import inputs_for
 from kraft.sched.job import Job, JobState
 from kraft.sched.policy import make_policy
 from kraft.sched.scheduler import Scheduler
 from kraft.sched.shift import SignalShift
 from kraft.sim.engine import Simulator
-from kraft.energy.books import inputs_for
 from kraft.sim.run import simulate
 from kraft.sim.traces import load_trace
 from kraft.spec.load import load_fleet, load_tenants

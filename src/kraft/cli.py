@@ -204,6 +204,9 @@ def simulate(
         if breakdown:
             console.print(energy_table(list(r["energy"]["per_tier"].items()), "by tier",
                                        raw=True))
+            if len(r["energy"]["per_tenant"]) <= 30:
+                console.print(energy_table(list(r["energy"]["per_tenant"].items()),
+                                           "by tenant", raw=True))
         console.print(site_table(r))
         for flag in r["energy"]["ai_act_flags"][:5]:
             console.print(f"  EU AI Act: job {flag['job']} of {flag['tenant']} used "

@@ -462,7 +462,12 @@ class Scheduler:
         self.running[job.id] = job
         self.by_end[pool.index].add(job)
         self.policy.on_start(job, now)
-        out.append(Decision("start", job, f"started on {self.cluster.describe(placement)}", pool))
+        why = f"started on {self.cluster.describe(placement)} at site {pool.site.name}"
+        if self.prefer is not None and len(job.pools) > 1:
+            sites = {p.site.name for p in job.pools}
+            why += (f": {self.prefer.by} {self.prefer.value_at(pool.site.name, now):.0f} now, "
+                    f"ranked among {len(sites)} allowed sites ({', '.join(sorted(sites))})")
+        out.append(Decision("start", job, why, pool))
 
     def _stop(self, job: Job, now: float) -> None:
         self.cluster.release(job.placement)
