@@ -81,14 +81,30 @@ def test_start_decisions_say_why_the_site(federation):
     from kraft.sched.policy import make_policy
     from kraft.sched.scheduler import Scheduler
     from kraft.sched.shift import SignalShift
+    from kraft.sched.weighers import SignalWeigher
 
     fleet, tenants, inputs = federation
     states = {t.name: TenantState(t) for t in tenants.all}
     sched = Scheduler(ClusterState(fleet), states.values(), make_policy("fifo"),
-                      prefer=SignalShift(signal_by_site(inputs, "carbon")))
+                      prefer=SignalWeigher(SignalShift(signal_by_site(inputs, "carbon"))))
     eu = Job(0, states["eu-startups"], 8, 0.0, 3600.0)
     assert sched.submit(eu, 0.0) is None
     (start,) = sched.cycle(0.0)
-    assert "ranked among 4 allowed sites" in start.reason  # virginia is not EEA
+    assert "ranked first of 4 allowed sites" in start.reason  # virginia is not EEA
     assert "virginia" not in start.reason
     assert eu.pool.site.name in start.reason
+
+
+def test_latency_weigher_puts_work_near_its_users(federation):
+    fleet, tenants, inputs = federation
+    sample = load_trace("philly-sample", None)
+    sample.table = sample.table.slice(0, 300)
+    r = simulate(fleet, tenants, sample, "backfill", energy=inputs, prefer="latency")
+    sites = {}
+    for j in r.outcome.jobs:
+        if j.pool is not None:
+            sites.setdefault(j.tenant.name, set()).add(j.pool.site.name)
+    # light load: everyone gets the closest allowed site (latencies in the fleet spec)
+    assert sites["enterprises"] == {"virginia"}  # us-east: 5 ms
+    assert sites["eu-startups"] == {"frankfurt"}  # eu-central: 3 ms
+    assert sites["lab"] == {"kristiansand"}  # eu-north, Norway only: 8 ms against narvik's 15

@@ -14,6 +14,7 @@ from kraft.sched.job import Job, JobState
 from kraft.sched.policy import make_policy
 from kraft.sched.scheduler import Scheduler
 from kraft.sched.shift import SignalShift
+from kraft.sched.weighers import SignalWeigher
 from kraft.sim.engine import Simulator
 from kraft.sim.run import simulate
 from kraft.sim.traces import load_trace
@@ -91,8 +92,8 @@ TWO_SITES = fleet(nodes=2, gpus=GPUS_PER_NODE, pods=2, sites=[
 
 
 # dallas's grid is cleaner in the first hours, so the carbon weigher sends work there first
-WEIGHER = SignalShift({"oslo": np.array([50.0] * 12 + [5.0] * 12),
-                       "dallas": np.array([20.0] * 24)})
+WEIGHER = SignalWeigher(SignalShift({"oslo": np.array([50.0] * 12 + [5.0] * 12),
+                                     "dallas": np.array([20.0] * 24)}))
 
 
 @settings(max_examples=80, deadline=None)

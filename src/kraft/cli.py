@@ -57,7 +57,8 @@ WindowOpt = Annotated[float, typer.Option(help="flexibility window of flexible j
 ShiftOpt = Annotated[Optional[str], typer.Option(
     help="shift flexible jobs to low 'carbon' or 'price' hours of their window")]
 PreferOpt = Annotated[Optional[str], typer.Option(
-    help="place on the allowed site with the lowest 'carbon' or 'price' now (default: pack)")]
+    help="try first the allowed site with the lowest 'carbon' or 'price' now, or the lowest "
+         "'latency' to the tenant's region (default: pack)")]
 
 
 def _fail(message: str) -> None:

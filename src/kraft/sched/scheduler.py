@@ -28,6 +28,7 @@ from kraft.cluster.state import ClusterState, Placement, Pool
 from kraft.sched.job import Job, JobState, TenantState
 from kraft.sched.policy import Fill, Policy
 from kraft.sched.shift import SignalShift
+from kraft.sched.weighers import Weigher
 from kraft.spec.models import Tier
 
 
@@ -58,16 +59,16 @@ _VICTIM_CLASS = {Tier.SPOT: 0, Tier.ON_DEMAND: 1, Tier.RESERVED: 2}
 class Scheduler:
     def __init__(self, cluster: ClusterState, tenants: Iterable[TenantState], policy: Policy,
                  config: SchedulerConfig | None = None, shift: SignalShift | None = None,
-                 prefer: SignalShift | None = None):
+                 prefer: Weigher | None = None):
         self.cluster = cluster
         self.policy = policy
         self.config = config or SchedulerConfig()
         self.shift = shift  # temporal shifting of flexible jobs, if any
         self.deferred: list[tuple[float, int, Job]] = []  # heap: (planned start, id, job)
-        # Site weigher: among allowed pools, try those whose site's signal (carbon or price)
-        # is lowest this hour first. None: pack (tightest fit over all pools).
+        # Site weigher: among allowed pools, try the best-ranked site first (lowest carbon or
+        # price this hour, or lowest latency to the tenant). None: pack (tightest fit).
         self.prefer = prefer
-        self._ranked: dict[tuple[int, int], tuple[Pool, ...]] = {}  # (hour, pools id) -> order
+        self._ranked: dict[tuple, tuple[Pool, ...]] = {}
         self._now = 0.0
         self.tenants = {t.name: t for t in tenants}
         self.reserved = [t for t in self.tenants.values() if t.reserved_gpus > 0]
@@ -328,7 +329,7 @@ class Scheduler:
             placement = place(pools[0], gpus)
             return None if placement is None else (placement, pools[0])
         if self.prefer is not None:
-            for pool in self._rank(pools):
+            for pool in self._rank(pools, job):
                 placement = place(pool, gpus)
                 if placement is not None:
                     return placement, pool
@@ -345,15 +346,16 @@ class Scheduler:
                 best, best_left = (placement, pool), left
         return best
 
-    def _rank(self, pools: tuple[Pool, ...]) -> tuple[Pool, ...]:
-        """Pools by their site's signal this hour, lowest first (then fleet order)."""
-        key = (int(self._now // 3600), id(pools))
+    def _rank(self, pools: tuple[Pool, ...], job: Job) -> tuple[Pool, ...]:
+        """Pools by the weigher's key for their site, best first (then fleet order)."""
+        prefer, now, tenant = self.prefer, self._now, job.tenant
+        key = (prefer.depends_on(tenant, now), id(pools))
         ranked = self._ranked.get(key)
         if ranked is None:
             if len(self._ranked) > 4096:
                 self._ranked.clear()
-            value = self.prefer.value_at
-            ranked = tuple(sorted(pools, key=lambda p: (value(p.site.name, self._now), p.index)))
+            ranked = tuple(sorted(pools, key=lambda p: (prefer.key(p.site, tenant, now),
+                                                        p.index)))
             self._ranked[key] = ranked
         return ranked
 
@@ -465,8 +467,9 @@ class Scheduler:
         why = f"started on {self.cluster.describe(placement)} at site {pool.site.name}"
         if self.prefer is not None and len(job.pools) > 1:
             sites = {p.site.name for p in job.pools}
-            why += (f": {self.prefer.by} {self.prefer.value_at(pool.site.name, now):.0f} now, "
-                    f"ranked among {len(sites)} allowed sites ({', '.join(sorted(sites))})")
+            why += (f": {self.prefer.describe(pool.site, job.tenant, now)}, ranked first of "
+                    f"{len(sites)} allowed sites ({', '.join(sorted(sites))}) by "
+                    f"{self.prefer.name}")
         out.append(Decision("start", job, why, pool))
 
     def _stop(self, job: Job, now: float) -> None:

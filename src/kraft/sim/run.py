@@ -10,6 +10,7 @@ from kraft.energy.books import EnergyInputs, keep_books, signal_by_site
 from kraft.sched.policy import make_policy
 from kraft.sched.scheduler import Scheduler, SchedulerConfig
 from kraft.sched.shift import SignalShift
+from kraft.sched.weighers import LatencyWeigher, SignalWeigher
 from kraft.sim.engine import SimOutcome, Simulator
 from kraft.sim.metrics import decision_time, summarize
 from kraft.sim.traces.canonical import Trace
@@ -42,10 +43,12 @@ def simulate(fleet: FleetSpec, tenants: TenantsSpec, trace: Trace, policy: str, 
             raise ValueError("temporal shifting needs the signals: run with the energy books")
         shift = SignalShift(signal_by_site(energy, shift_by), shift_by)
     weigher = None
-    if prefer is not None:
+    if prefer == "latency":
+        weigher = LatencyWeigher()
+    elif prefer is not None:
         if energy is None:
-            raise ValueError("--prefer needs the signals: run with the energy books")
-        weigher = SignalShift(signal_by_site(energy, prefer), prefer)
+            raise ValueError("--prefer carbon|price needs the signals: keep the energy books")
+        weigher = SignalWeigher(SignalShift(signal_by_site(energy, prefer), prefer))
     scheduler = Scheduler(cluster, tenant_states.values(),
                           make_policy(policy, **(policy_params or {})), config, shift, weigher)
     outcome = Simulator(scheduler, jobs, progress).run()

@@ -184,6 +184,7 @@ class TenantSpec(_Strict):
     quota_gpus: int | None = Field(None, ge=1, description="cap on GPUs running at once")
     weight: float = Field(1.0, gt=0, description="fair-share weight")
     residency: ResidencySpec = Field(default_factory=ResidencySpec)
+    region: str | None = Field(None, description="where the tenant's users are, for latency")
     match: list[str] = Field(default_factory=list,
                              description="glob patterns of trace users/VCs mapped here")
 
