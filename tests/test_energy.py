@@ -113,3 +113,28 @@ def test_user_series_in_the_canonical_format(tmp_path):
     bad.write_text("when,g\n1,2\n")
     with pytest.raises(SignalError, match="needs columns 'timestamp'"):
         load_series("carbon", str(bad), 2024)
+
+
+def test_power_cap_slows_jobs_saves_power_and_fits_more_under_the_budget():
+    # H100: 700 W rated, 70 W idle. Capped at 385 W the dynamic power halves (630 -> 315 W),
+    # so a compute-bound job runs 2^(1/3) = 1.26x longer. Budget 8 kW on 8 GPUs: idle
+    # 8 x 70 x 1.8 = 1,008 W; uncapped each busy GPU adds 1,134 W (6 fit), capped 567 W (all 8).
+    from kraft.energy.models import cap_slowdown
+
+    assert cap_slowdown(CATALOG["H100-SXM"], 385) == pytest.approx(2 ** (1 / 3))
+    assert cap_slowdown(CATALOG["H100-SXM"], None) == 1.0
+    capped = one_site(it_power_budget_mw=0.008, gpu_power_cap_w=385, flat_price_eur_per_mwh=0)
+    js = jobs([(0, 8, 3600)])
+    run(capped, js, "fifo")
+    assert js[0].state.value == "done"
+    assert js[0].finish_s == pytest.approx(3600 * 2 ** (1 / 3))
+    uncapped = one_site(it_power_budget_mw=0.008, flat_price_eur_per_mwh=0)
+    js = jobs([(0, 8, 3600)])
+    run(uncapped, js, "fifo")
+    assert js[0].state.value == "rejected" and "power budget" in js[0].reason
+    sig = SiteSignals(series("carbon", [0] * 24), None, 0.0, None)
+    section, _ = books_of(capped, [(0, 8, 3600)], sig)
+    # 8 x 385 W x 1.8 for 1.26 h
+    assert section["jobs"]["it_kwh"] == pytest.approx(8 * 385 * 1.8 * 3600 * 2 ** (1 / 3) / 3.6e6)
+    with pytest.raises(ValueError, match="not above"):
+        one_site(gpu_power_cap_w=50)

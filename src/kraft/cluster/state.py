@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kraft.catalog import CATALOG
+from kraft.energy.models import cap_slowdown, capped_power_w
 from kraft.spec.models import FleetSpec, SiteSpec
 
 Placement = tuple[tuple[int, int], ...]  # ((node index, GPUs taken), ...)
@@ -48,7 +49,8 @@ class Pool:
     pod_idle: dict[int, dict[int, None]] = field(default_factory=dict)
     pods_by_idle: list[dict[int, None]] = field(default_factory=list)
     power: SitePower | None = None
-    extra_w_per_gpu: float = 0.0  # busy minus idle, host overhead included
+    extra_w_per_gpu: float = 0.0  # busy (capped) minus idle, host overhead included
+    slowdown: float = 1.0  # run-time factor under the site's GPU power cap
 
     @property
     def label(self) -> str:
@@ -85,8 +87,11 @@ class ClusterState:
                             pool = Pool(len(self.pools), site, group.model, group.gpus)
                             pool.by_free = [{} for _ in range(group.gpus + 1)]
                             gpu = CATALOG[group.model]
+                            cap = site.gpu_power_cap_w
                             pool.power = power
-                            pool.extra_w_per_gpu = (gpu.rated_power_w - gpu.idle_power_w) * host
+                            pool.extra_w_per_gpu = (capped_power_w(gpu, cap)
+                                                    - gpu.idle_power_w) * host
+                            pool.slowdown = cap_slowdown(gpu, cap)
                             pool_of[key] = pool
                             self.pools.append(pool)
                         for _ in range(group.count):

@@ -19,7 +19,13 @@ import numpy as np
 
 from kraft.catalog import CATALOG
 from kraft.cluster.state import ClusterState
-from kraft.energy.models import AI_ACT_SYSTEMIC_FLOP, DEFAULT_MFU, gpu_power_w, pue
+from kraft.energy.models import (
+    AI_ACT_SYSTEMIC_FLOP,
+    DEFAULT_MFU,
+    capped_power_w,
+    gpu_power_w,
+    pue,
+)
 from kraft.signals.series import HourlySeries
 from kraft.sim.engine import SimOutcome
 from kraft.spec.models import FleetSpec
@@ -82,7 +88,9 @@ def keep_books(outcome: SimOutcome, cluster: ClusterState, fleet: FleetSpec,
     pools = cluster.pools
     site_of_pool = np.array([fleet.sites.index(p.site) for p in pools], dtype=np.int64)
     host = np.array([1 + p.site.host_overhead_share for p in pools])
-    busy_w = np.array([gpu_power_w(CATALOG[p.model], inputs.utilization) for p in pools])
+    busy_w = np.array([min(gpu_power_w(CATALOG[p.model], inputs.utilization),
+                           capped_power_w(CATALOG[p.model], p.site.gpu_power_cap_w))
+                       for p in pools])
     idle_w = np.array([CATALOG[p.model].idle_power_w for p in pools])
     peak_flops = np.array([CATALOG[p.model].bf16_flops for p in pools])
 

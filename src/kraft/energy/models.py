@@ -20,6 +20,22 @@ def gpu_power_w(gpu: GpuModel, utilization: float) -> float:
     return gpu.idle_power_w + utilization * (gpu.rated_power_w - gpu.idle_power_w)
 
 
+def capped_power_w(gpu: GpuModel, cap_w: float | None) -> float:
+    """A busy GPU's draw under an optional power cap."""
+    return gpu.rated_power_w if cap_w is None else min(cap_w, gpu.rated_power_w)
+
+
+def cap_slowdown(gpu: GpuModel, cap_w: float | None) -> float:
+    """How much longer work takes under a power cap. First-order DVFS model: dynamic power
+    grows with f x V^2, roughly f^3, so clock speed -- and a compute-bound job's speed --
+    scales with the cube root of the dynamic power allowed. Memory-bound work slows less:
+    treat this as an upper estimate."""
+    busy = capped_power_w(gpu, cap_w)
+    if busy >= gpu.rated_power_w:
+        return 1.0
+    return ((gpu.rated_power_w - gpu.idle_power_w) / (busy - gpu.idle_power_w)) ** (1 / 3)
+
+
 def pue(cooling: CoolingSpec, outdoor_c: np.ndarray) -> np.ndarray:
     """Flat at `pue_free` up to the free-cooling limit, then linear to `pue_hot` at `hot_c`,
     flat beyond."""

@@ -2,13 +2,18 @@
 
 The body (simulator or control plane) calls `submit`, `finish`, `cancel` and `cycle(now)`
 and carries out the decisions returned. The scheduler reads no clock and does no I/O: time
-comes in as an argument. Within a cycle:
+comes in as an argument. On submission, a flexible job may be deferred to a planned start
+(`shift`). Within a cycle:
 
+0. deferred jobs whose planned start has come join the queue;
 1. reservations: a reserved tenant's queue head that fits in its unused reservation starts
    now, preempting spot, then on-demand, then borrowed work if it must;
 2. fill: the policy's order is walked; jobs that fit start; the first that does not either
    stops the walk (strict), gets an EASY reservation (backfill) or is skipped (greedy);
 3. preemptive policies may then stop running jobs they rank below the first waiting ones.
+
+Placement filters (residency, GPU model, site power budget) hold everywhere; a weigher
+(`prefer`) only orders the allowed pools.
 """
 
 from __future__ import annotations
@@ -449,7 +454,7 @@ class Scheduler:
         job.state = JobState.RUNNING
         job.start_s = now
         job.penalty_s = job.restart_cost_s if job.preemptions else 0.0
-        job.end_s = now + job.penalty_s + job.remaining_s
+        job.end_s = now + job.penalty_s + job.remaining_s * pool.slowdown
         if job.first_start_s < 0:
             job.first_start_s = now
         job.epoch += 1
@@ -488,10 +493,10 @@ class Scheduler:
 
     def _preempt(self, job: Job, now: float, reason: str) -> None:
         """Stop a running job; it keeps the work up to its last checkpoint and requeues."""
-        useful_s = max(0.0, now - job.start_s - job.penalty_s)
+        useful_s = max(0.0, now - job.start_s - job.penalty_s) / job.pool.slowdown
         every = job.checkpoint_interval_s
         saved_s = min((useful_s // every) * every, job.remaining_s) if every else 0.0
-        job.lost_gpu_s += (now - job.start_s - saved_s) * job.gpus
+        job.lost_gpu_s += (now - job.start_s - saved_s * job.pool.slowdown) * job.gpus
         job.progress_s += saved_s
         job.preemptions += 1
         self._stop(job, now)

@@ -110,6 +110,8 @@ class SiteSpec(_Strict):
         description="host power (CPU, memory, network, fans) as a share of GPU power; "
                     "0.8: NVIDIA DGX H100 is 10.2 kW max for 8 x 700 W GPUs")
     cooling: CoolingSpec = Field(default_factory=CoolingSpec)
+    gpu_power_cap_w: float | None = Field(
+        None, gt=0, description="cap every GPU's power here; jobs run slower (docs/energy.md)")
     weather: str | None = Field(None, description="temperature series; none = 15 C always")
     price_zone: str | None = Field(None, description="day-ahead price series name")
     flat_price_eur_per_mwh: float | None = Field(
@@ -124,6 +126,17 @@ class SiteSpec(_Strict):
     @property
     def gpu_count(self) -> int:
         return sum(p.count * g.count * g.gpus for p in self.pods for g in p.nodes)
+
+    @model_validator(mode="after")
+    def _cap_above_idle(self) -> SiteSpec:
+        if self.gpu_power_cap_w is not None:
+            for pod in self.pods:
+                for g in pod.nodes:
+                    idle = CATALOG[g.model].idle_power_w
+                    if self.gpu_power_cap_w <= idle:
+                        raise ValueError(f"gpu_power_cap_w {self.gpu_power_cap_w} W is not above "
+                                         f"the {g.model}'s idle power ({idle} W)")
+        return self
 
 
 class PricingSpec(_Strict):
