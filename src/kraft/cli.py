@@ -402,6 +402,11 @@ def trace_info(
                   f"on {fleet_spec.name} ({fleet_spec.gpu_count} GPUs)", highlight=False)
 
 
+from kraft.control.cli import register  # noqa: E402  (the live commands)
+
+register(app)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -165,6 +165,18 @@ class Scheduler:
         job.state = JobState.CANCELLED  # a deferred one is dropped when its time comes
         job.reason = "cancelled"
 
+    def add_tenant(self, tenant: TenantState) -> None:
+        """A tenant created while the service runs."""
+        self.tenants[tenant.name] = tenant
+        if tenant.reserved_gpus > 0:
+            self.reserved.append(tenant)
+        self._pools_cache.clear()
+
+    def adopt(self, job: Job, placement: Placement, pool: Pool, start_s: float) -> None:
+        """A job found running after a restart: book its GPUs where they are."""
+        job.pools = self.pools_for(job.tenant, job.gpu_model)
+        self._start(job, placement, pool, start_s, [], guaranteed=False)
+
     def next_wakeup(self) -> float | None:
         times = [t for t in (self.policy.next_wakeup(),
                              self.deferred[0][0] if self.deferred else None) if t is not None]

@@ -1,0 +1,1 @@
+"""The live control plane: store (SQLAlchemy), API (FastAPI), auth, the service loop."""

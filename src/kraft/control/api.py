@@ -1,0 +1,262 @@
+"""The HTTP API (FastAPI; OpenAPI at /openapi.json, docs at /docs).
+
+Tenant endpoints under /v1 see and touch only the caller's own jobs: another tenant's job is a
+404, as if it did not exist. Operator endpoints under /admin take the operator token only.
+Every action is appended to the audit log with who, what, when and from which address.
+"""
+
+
+import threading
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from kraft.control.auth import hash_token, is_operator, new_token
+from kraft.control.store import AuditRow, EventRow, JobRow, TenantRow, TokenRow, sessions
+from kraft.spec.models import JobSpec, TenantSpec
+
+
+class JobOut(BaseModel):
+    id: int
+    name: str
+    tenant: str
+    state: str
+    reason: str
+    gpus: int
+    attempt: int
+    exit_code: int | None
+    placement: list | None
+    submitted_at: str
+    started_at: str | None
+    finished_at: str | None
+
+
+class EventOut(BaseModel):
+    at: str
+    from_state: str
+    to_state: str
+    detail: str
+
+
+class TenantCreated(BaseModel):
+    tenant: str
+    token: str = Field(description="shown once; stored only as a hash")
+    token_id: int
+
+
+class Submit(BaseModel):
+    """A job as a tenant submits it. The tenant is the token's, never the body's."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field("job", min_length=1, max_length=200)
+    gpus: int = Field(ge=1, le=100_000)
+    command: list[str] = Field(min_length=1, max_length=1000)
+    gpu_model: str | None = None
+    time_limit_s: float | None = Field(None, gt=0, le=365 * 86400)
+    checkpoint_interval_s: float | None = Field(None, gt=0)
+    restart_cost_s: float = Field(0.0, ge=0, le=86400)
+    preemptible: bool = True
+
+    def spec(self, tenant: str) -> JobSpec:
+        return JobSpec(tenant=tenant, **self.model_dump())
+
+
+def _iso(d) -> str | None:
+    return d.isoformat() if d is not None else None
+
+
+def _out(row: JobRow) -> JobOut:
+    return JobOut(id=row.id, name=row.name, tenant=row.tenant, state=row.state,
+                  reason=row.reason, gpus=row.spec["gpus"], attempt=row.attempt,
+                  exit_code=row.exit_code, placement=row.placement,
+                  submitted_at=_iso(row.submitted_at), started_at=_iso(row.started_at),
+                  finished_at=_iso(row.finished_at))
+
+
+def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05) -> FastAPI:
+    """`plane`: the ControlPlane whose loop runs in a background thread while serving."""
+    Session = sessions(engine)
+    stop = threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            try:
+                plane.step()
+            except Exception:  # keep serving; the error is logged with its traceback
+                import logging
+
+                logging.getLogger("kraft.service").exception("scheduling step failed")
+            stop.wait(tick_s)
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        thread = None
+        if plane is not None:
+            plane.recover(time.time())
+            thread = threading.Thread(target=loop, name="kraft-loop", daemon=True)
+            thread.start()
+        yield
+        stop.set()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    app = FastAPI(title="Kraft", version="0.1.0", lifespan=lifespan)
+
+    def audit(s, actor: str, action: str, target: str, request: Request) -> None:
+        address = request.client.host if request.client else ""
+        s.add(AuditRow(actor=actor, action=action, target=target, address=address))
+
+    def bearer(authorization: str | None) -> str:
+        if not authorization or not authorization.startswith("Bearer "):
+            raise HTTPException(401, "missing bearer token (Authorization: Bearer <token>)",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return authorization.removeprefix("Bearer ").strip()
+
+    def tenant(authorization: Annotated[str | None, Header()] = None) -> str:
+        token = bearer(authorization)
+        with Session() as s:
+            row = s.scalar(select(TokenRow).where(TokenRow.token_hash == hash_token(token)))
+        if row is None or row.revoked:
+            raise HTTPException(401, "invalid or revoked token",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return row.tenant
+
+    def operator(authorization: Annotated[str | None, Header()] = None) -> str:
+        if not is_operator(data_dir, bearer(authorization)):
+            raise HTTPException(401, "operator token required")
+        return "operator"
+
+    def own(s, job_id: int, name: str) -> JobRow:
+        row = s.get(JobRow, job_id)
+        if row is None or row.tenant != name:
+            raise HTTPException(404, f"no job {job_id}")
+        return row
+
+    Tenant = Annotated[str, Depends(tenant)]
+    Operator = Annotated[str, Depends(operator)]
+
+    @app.post("/v1/jobs", status_code=201, response_model=JobOut)
+    def submit(body: Submit, request: Request, response: Response, who: Tenant,
+               idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobOut:
+        """Submit a job. A retry with the same Idempotency-Key returns the first job."""
+        spec = body.spec(who)
+        with Session() as s:
+            if idempotency_key:
+                old = s.scalar(select(JobRow).where(JobRow.tenant == who,
+                                                    JobRow.idempotency_key == idempotency_key))
+                if old is not None:
+                    response.status_code = 200
+                    return _out(old)
+            row = JobRow(tenant=who, idempotency_key=idempotency_key, name=spec.name,
+                         spec=spec.model_dump(mode="json"), state="pending",
+                         reason="waiting: accepted, not yet seen by the scheduler",
+                         submitted_s=time.time())
+            s.add(row)
+            try:
+                s.flush()
+            except IntegrityError:  # a concurrent retry with the same key won the race
+                s.rollback()
+                old = s.scalar(select(JobRow).where(JobRow.tenant == who,
+                                                    JobRow.idempotency_key == idempotency_key))
+                response.status_code = 200
+                return _out(old)
+            s.add(EventRow(job_id=row.id, from_state="", to_state="pending", detail="submitted"))
+            audit(s, who, "job.submit", str(row.id), request)
+            s.commit()
+            return _out(row)
+
+    @app.get("/v1/jobs", response_model=list[JobOut])
+    def jobs(who: Tenant, state: str | None = None, limit: int = 1000) -> list[JobOut]:
+        with Session() as s:
+            q = select(JobRow).where(JobRow.tenant == who)
+            if state:
+                q = q.where(JobRow.state == state)
+            return [_out(r) for r in s.scalars(q.order_by(JobRow.id.desc())
+                                               .limit(max(1, min(limit, 10_000))))]
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobOut)
+    def job(job_id: int, who: Tenant) -> JobOut:
+        with Session() as s:
+            return _out(own(s, job_id, who))
+
+    @app.get("/v1/jobs/{job_id}/events", response_model=list[EventOut])
+    def events(job_id: int, who: Tenant) -> list[EventOut]:
+        with Session() as s:
+            own(s, job_id, who)
+            rows = s.scalars(select(EventRow).where(EventRow.job_id == job_id)
+                             .order_by(EventRow.id))
+            return [EventOut(at=_iso(e.at), from_state=e.from_state, to_state=e.to_state,
+                             detail=e.detail) for e in rows]
+
+    @app.post("/v1/jobs/{job_id}/cancel", status_code=202, response_model=JobOut)
+    def cancel(job_id: int, request: Request, who: Tenant) -> JobOut:
+        with Session() as s:
+            row = own(s, job_id, who)
+            if row.state in ("succeeded", "failed", "cancelled", "rejected"):
+                raise HTTPException(409, f"job {job_id} already ended ({row.state})")
+            row.cancel_requested = True
+            audit(s, who, "job.cancel", str(job_id), request)
+            s.commit()
+            return _out(row)
+
+    @app.get("/v1/jobs/{job_id}/logs", response_class=PlainTextResponse)
+    def logs(job_id: int, request: Request, who: Tenant, offset: int = 0) -> str:
+        with Session() as s:
+            row = own(s, job_id, who)
+            audit(s, who, "job.logs", str(job_id), request)
+            s.commit()
+        if row.attempt == 0 or plane is None:
+            return ""
+        path = plane.executor.log_path(job_id, row.attempt)
+        if not path.exists():
+            return ""
+        with path.open("rb") as f:
+            f.seek(max(0, offset))
+            return f.read(1 << 20).decode(errors="replace")
+
+    @app.post("/admin/tenants", status_code=201, response_model=TenantCreated)
+    def create_tenant(spec: TenantSpec, request: Request, who: Operator) -> TenantCreated:
+        with Session() as s:
+            if s.get(TenantRow, spec.name) is not None:
+                raise HTTPException(409, f"tenant {spec.name!r} exists")
+            created = add_tenant(s, spec)
+            audit(s, who, "tenant.create", spec.name, request)
+            s.commit()
+            return created
+
+    @app.post("/admin/tokens/{token_id}/revoke", status_code=204)
+    def revoke(token_id: int, request: Request, who: Operator) -> None:
+        with Session() as s:
+            row = s.get(TokenRow, token_id)
+            if row is None:
+                raise HTTPException(404, f"no token {token_id}")
+            row.revoked = True
+            audit(s, who, "token.revoke", str(token_id), request)
+            s.commit()
+
+    @app.get("/admin/audit")
+    def audit_log(who: Operator, limit: int = 1000) -> list[dict]:
+        with Session() as s:
+            rows = s.scalars(select(AuditRow).order_by(AuditRow.id.desc())
+                             .limit(max(1, min(limit, 100_000))))
+            return [{"at": _iso(r.at), "actor": r.actor, "action": r.action,
+                     "target": r.target, "address": r.address} for r in rows]
+
+    return app
+
+
+def add_tenant(s, spec: TenantSpec) -> TenantCreated:
+    """Create a tenant and its first token (the caller commits)."""
+    s.add(TenantRow(name=spec.name, spec=spec.model_dump(mode="json")))
+    token = new_token()
+    row = TokenRow(tenant=spec.name, token_hash=hash_token(token))
+    s.add(row)
+    s.flush()
+    return TenantCreated(tenant=spec.name, token=token, token_id=row.id)

@@ -1,0 +1,262 @@
+"""`kraft serve`, `kraft admin …` (the operator, on the host) and the tenant commands
+(`kraft submit`, `jobs`, `job`, `cancel`, `logs`) that talk to the API over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err = Console(stderr=True)
+admin_app = typer.Typer(help="Operator commands, run on the control-plane host.",
+                        no_args_is_help=True)
+tenant_app = typer.Typer(help="Tenants and their tokens.", no_args_is_help=True)
+admin_app.add_typer(tenant_app, name="tenant")
+
+DataDir = Annotated[Path, typer.Option(envvar="KRAFT_HOME", help="state folder (SQLite, logs)")]
+Db = Annotated[Optional[str], typer.Option(envvar="KRAFT_DB",
+                                           help="postgresql://… (default: SQLite in --data-dir)")]
+DEFAULT_HOME = Path("kraft-data")
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _engine(data_dir: Path, db: str | None):
+    from kraft.control.store import database_url, make_engine, migrate
+
+    engine = make_engine(database_url(data_dir, db))
+    migrate(engine)
+    return engine
+
+
+def serve(
+    fleet: Annotated[str, typer.Option(help="bundled fleet name or YAML")] = "local",
+    tenants: Annotated[Optional[str], typer.Option(help="tenants YAML to load (no tokens)")] = None,
+    policy: Annotated[str, typer.Option(help="scheduling policy")] = "backfill",
+    data_dir: DataDir = DEFAULT_HOME,
+    db: Db = None,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+) -> None:
+    """Run the API and the scheduling loop."""
+    import uvicorn
+
+    from kraft.control.api import create_app
+    from kraft.control.auth import ensure_operator_token
+    from kraft.control.service import ControlPlane
+    from kraft.control.store import TenantRow, sessions
+    from kraft.exec.local import LocalExecutor
+    from kraft.sched.policy import make_policy
+    from kraft.spec.load import SpecError, load_fleet, load_tenants
+
+    try:
+        make_policy(policy)
+        fleet_spec = load_fleet(fleet)
+        tenant_specs = load_tenants(tenants).tenants if tenants else []
+    except (SpecError, ValueError) as e:
+        _fail(str(e))
+    engine = _engine(data_dir, db)
+    with sessions(engine)() as s:
+        for spec in tenant_specs:
+            if s.get(TenantRow, spec.name) is None:
+                s.add(TenantRow(name=spec.name, spec=spec.model_dump(mode="json")))
+        s.commit()
+    token = ensure_operator_token(data_dir)
+    if token:
+        console.print(f"operator token (shown once, stored hashed): [bold]{token}[/]")
+    plane = ControlPlane(fleet_spec, engine, LocalExecutor(data_dir / "runs"), policy)
+    uvicorn.run(create_app(engine, data_dir, plane), host=host, port=port, log_level="warning")
+
+
+@tenant_app.command("create")
+def tenant_create(
+    name: str,
+    tier: Annotated[str, typer.Option(help="reserved, on-demand or spot")] = "on-demand",
+    reserved_gpus: int = 0,
+    quota_gpus: Optional[int] = None,
+    weight: float = 1.0,
+    jurisdictions: Annotated[Optional[str], typer.Option(help="comma-separated, e.g. EEA")] = None,
+    data_dir: DataDir = DEFAULT_HOME,
+    db: Db = None,
+) -> None:
+    """Create a tenant; prints its API token once."""
+    from pydantic import ValidationError
+
+    from kraft.control.api import add_tenant
+    from kraft.control.store import AuditRow, TenantRow, sessions
+    from kraft.spec.load import format_validation_error
+    from kraft.spec.models import TenantSpec
+
+    try:
+        spec = TenantSpec(name=name, tier=tier, reserved_gpus=reserved_gpus,
+                          quota_gpus=quota_gpus, weight=weight,
+                          residency={"jurisdictions": jurisdictions.split(",")
+                                     if jurisdictions else []})
+    except ValidationError as e:
+        _fail(format_validation_error("tenant", e))
+    with sessions(_engine(data_dir, db))() as s:
+        if s.get(TenantRow, name) is not None:
+            _fail(f"tenant {name!r} exists")
+        created = add_tenant(s, spec)
+        s.add(AuditRow(actor="operator", action="tenant.create", target=name, address="local"))
+        s.commit()
+    console.print(f"tenant {name} created; token id {created.token_id}")
+    console.print(f"token (shown once, stored hashed): [bold]{created.token}[/]")
+
+
+@tenant_app.command("list")
+def tenant_list(data_dir: DataDir = DEFAULT_HOME, db: Db = None) -> None:
+    from sqlalchemy import select
+
+    from kraft.control.store import TenantRow, TokenRow, sessions
+
+    with sessions(_engine(data_dir, db))() as s:
+        table = Table("tenant", "tier", "reserved", "quota", "tokens (id, revoked)")
+        for t in s.scalars(select(TenantRow).order_by(TenantRow.name)):
+            toks = s.scalars(select(TokenRow).where(TokenRow.tenant == t.name))
+            table.add_row(t.name, t.spec["tier"], str(t.spec["reserved_gpus"]),
+                          str(t.spec["quota_gpus"]),
+                          ", ".join(f"{k.id}{' revoked' if k.revoked else ''}" for k in toks))
+        console.print(table)
+
+
+@tenant_app.command("revoke")
+def token_revoke(token_id: int, data_dir: DataDir = DEFAULT_HOME, db: Db = None) -> None:
+    """Revoke a token: it stops working at once."""
+    from kraft.control.store import AuditRow, TokenRow, sessions
+
+    with sessions(_engine(data_dir, db))() as s:
+        row = s.get(TokenRow, token_id)
+        if row is None:
+            _fail(f"no token {token_id}")
+        row.revoked = True
+        s.add(AuditRow(actor="operator", action="token.revoke", target=str(token_id),
+                       address="local"))
+        s.commit()
+    console.print(f"token {token_id} revoked")
+
+
+@admin_app.command("audit")
+def audit(data_dir: DataDir = DEFAULT_HOME, db: Db = None, limit: int = 50) -> None:
+    """The append-only audit log, newest first."""
+    from sqlalchemy import select
+
+    from kraft.control.store import AuditRow, sessions
+
+    with sessions(_engine(data_dir, db))() as s:
+        table = Table("at", "actor", "action", "target", "address")
+        for r in s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)):
+            table.add_row(r.at.isoformat(timespec="seconds"), r.actor, r.action, r.target,
+                          r.address)
+        console.print(table)
+
+
+# ---- tenant commands over HTTP ------------------------------------------------------------
+
+def _client():
+    import httpx
+
+    server = os.environ.get("KRAFT_SERVER", "http://127.0.0.1:8080")
+    token = os.environ.get("KRAFT_TOKEN")
+    if not token:
+        _fail("set KRAFT_TOKEN to your tenant's API token (and KRAFT_SERVER if not local)")
+    return httpx.Client(base_url=server, headers={"Authorization": f"Bearer {token}"},
+                        timeout=30)
+
+
+def _check(resp):
+    if resp.status_code >= 400:
+        try:
+            detail = resp.json().get("detail")
+        except ValueError:
+            detail = resp.text
+        if isinstance(detail, list):  # validation errors: field and reason each
+            detail = "; ".join(f"{'.'.join(map(str, d['loc'][1:]))}: {d['msg']}" for d in detail)
+        _fail(f"{resp.status_code}: {detail}")
+    return resp
+
+
+def submit(spec: Annotated[Path, typer.Argument(help="job YAML")]) -> None:
+    """Submit a job (retries are safe: each submit carries an idempotency key)."""
+    try:
+        body = yaml.safe_load(spec.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        _fail(f"{spec}: {e}")
+    if not isinstance(body, dict):
+        _fail(f"{spec}: expected a mapping of job fields")
+    key = str(uuid.uuid4())
+    with _client() as c:
+        for attempt in range(3):
+            try:
+                r = _check(c.post("/v1/jobs", json=body, headers={"Idempotency-Key": key}))
+                break
+            except Exception as e:  # network trouble: retry with the same key
+                if isinstance(e, typer.Exit) or attempt == 2:
+                    raise
+                time.sleep(1)
+    job = r.json()
+    console.print(f"job {job['id']} {job['state']}")
+
+
+def jobs() -> None:
+    """Your jobs."""
+    with _client() as c:
+        rows = _check(c.get("/v1/jobs")).json()
+    table = Table("id", "name", "state", "GPUs", "reason")
+    for j in rows:
+        table.add_row(str(j["id"]), j["name"], j["state"], str(j["gpus"]), j["reason"])
+    console.print(table)
+
+
+def job(job_id: int) -> None:
+    """One job, with the scheduler's reason and its events."""
+    with _client() as c:
+        j = _check(c.get(f"/v1/jobs/{job_id}")).json()
+        events = _check(c.get(f"/v1/jobs/{job_id}/events")).json()
+    console.print_json(json.dumps(j))
+    for e in events:
+        console.print(f"{e['at']}  {e['from_state'] or '-'} -> {e['to_state']}  {e['detail']}",
+                      highlight=False)
+
+
+def cancel(job_id: int) -> None:
+    """Cancel a job."""
+    with _client() as c:
+        _check(c.post(f"/v1/jobs/{job_id}/cancel"))
+    console.print(f"job {job_id}: cancel requested")
+
+
+def logs(job_id: int, follow: Annotated[bool, typer.Option("-f", "--follow")] = False) -> None:
+    """A job's output; -f follows it until the job ends."""
+    offset = 0
+    with _client() as c:
+        while True:
+            text = _check(c.get(f"/v1/jobs/{job_id}/logs", params={"offset": offset})).text
+            if text:
+                print(text, end="", flush=True)
+                offset += len(text.encode())
+            if not follow:
+                return
+            state = _check(c.get(f"/v1/jobs/{job_id}")).json()["state"]
+            if state in ("succeeded", "failed", "cancelled", "rejected") and not text:
+                return
+            time.sleep(0.5)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.add_typer(admin_app, name="admin")
+    for fn in (submit, jobs, job, cancel, logs):
+        app.command()(fn)
