@@ -12,15 +12,19 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from kraft.control.auth import hash_token, is_operator, new_token
 from kraft.control.store import AuditRow, EventRow, JobRow, TenantRow, TokenRow, sessions
 from kraft.spec.models import JobSpec, TenantSpec
+
+Id = Annotated[int, PathParam(ge=1, le=2**62, description="a positive id")]
+Limit = Annotated[int, Query(ge=1, le=10_000)]
 
 
 class JobOut(BaseModel):
@@ -63,6 +67,8 @@ class Submit(BaseModel):
     checkpoint_interval_s: float | None = Field(None, gt=0)
     restart_cost_s: float = Field(0.0, ge=0, le=86400)
     preemptible: bool = True
+
+    _known_model = field_validator("gpu_model")(JobSpec._known_model.__func__)
 
     def spec(self, tenant: str) -> JobSpec:
         return JobSpec(tenant=tenant, **self.model_dump())
@@ -173,21 +179,21 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05) -> Fast
             return _out(row)
 
     @app.get("/v1/jobs", response_model=list[JobOut])
-    def jobs(who: Tenant, state: str | None = None, limit: int = 1000) -> list[JobOut]:
+    def jobs(who: Tenant, state: Annotated[str | None, Query(max_length=20)] = None,
+             limit: Limit = 1000) -> list[JobOut]:
         with Session() as s:
             q = select(JobRow).where(JobRow.tenant == who)
             if state:
                 q = q.where(JobRow.state == state)
-            return [_out(r) for r in s.scalars(q.order_by(JobRow.id.desc())
-                                               .limit(max(1, min(limit, 10_000))))]
+            return [_out(r) for r in s.scalars(q.order_by(JobRow.id.desc()).limit(limit))]
 
     @app.get("/v1/jobs/{job_id}", response_model=JobOut)
-    def job(job_id: int, who: Tenant) -> JobOut:
+    def job(job_id: Id, who: Tenant) -> JobOut:
         with Session() as s:
             return _out(own(s, job_id, who))
 
     @app.get("/v1/jobs/{job_id}/events", response_model=list[EventOut])
-    def events(job_id: int, who: Tenant) -> list[EventOut]:
+    def events(job_id: Id, who: Tenant) -> list[EventOut]:
         with Session() as s:
             own(s, job_id, who)
             rows = s.scalars(select(EventRow).where(EventRow.job_id == job_id)
@@ -196,7 +202,7 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05) -> Fast
                              detail=e.detail) for e in rows]
 
     @app.post("/v1/jobs/{job_id}/cancel", status_code=202, response_model=JobOut)
-    def cancel(job_id: int, request: Request, who: Tenant) -> JobOut:
+    def cancel(job_id: Id, request: Request, who: Tenant) -> JobOut:
         with Session() as s:
             row = own(s, job_id, who)
             if row.state in ("succeeded", "failed", "cancelled", "rejected"):
@@ -207,7 +213,8 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05) -> Fast
             return _out(row)
 
     @app.get("/v1/jobs/{job_id}/logs", response_class=PlainTextResponse)
-    def logs(job_id: int, request: Request, who: Tenant, offset: int = 0) -> str:
+    def logs(job_id: Id, request: Request, who: Tenant,
+             offset: Annotated[int, Query(ge=0, le=2**62)] = 0) -> str:
         with Session() as s:
             row = own(s, job_id, who)
             audit(s, who, "job.logs", str(job_id), request)
@@ -232,7 +239,7 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05) -> Fast
             return created
 
     @app.post("/admin/tokens/{token_id}/revoke", status_code=204)
-    def revoke(token_id: int, request: Request, who: Operator) -> None:
+    def revoke(token_id: Id, request: Request, who: Operator) -> None:
         with Session() as s:
             row = s.get(TokenRow, token_id)
             if row is None:
@@ -242,10 +249,9 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05) -> Fast
             s.commit()
 
     @app.get("/admin/audit")
-    def audit_log(who: Operator, limit: int = 1000) -> list[dict]:
+    def audit_log(who: Operator, limit: Limit = 1000) -> list[dict]:
         with Session() as s:
-            rows = s.scalars(select(AuditRow).order_by(AuditRow.id.desc())
-                             .limit(max(1, min(limit, 100_000))))
+            rows = s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit))
             return [{"at": _iso(r.at), "actor": r.actor, "action": r.action,
                      "target": r.target, "address": r.address} for r in rows]
 
