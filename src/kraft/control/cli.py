@@ -75,7 +75,8 @@ def serve(
         s.commit()
     token = ensure_operator_token(data_dir)
     if token:
-        console.print(f"operator token (shown once, stored hashed): [bold]{token}[/]")
+        console.print(f"operator token (shown once, stored hashed): [bold]{token}[/]",
+                      soft_wrap=True)
     plane = ControlPlane(fleet_spec, engine, LocalExecutor(data_dir / "runs"), policy)
     uvicorn.run(create_app(engine, data_dir, plane), host=host, port=port, log_level="warning")
 
@@ -113,7 +114,7 @@ def tenant_create(
         s.add(AuditRow(actor="operator", action="tenant.create", target=name, address="local"))
         s.commit()
     console.print(f"tenant {name} created; token id {created.token_id}")
-    console.print(f"token (shown once, stored hashed): [bold]{created.token}[/]")
+    console.print(f"token (shown once, stored hashed): [bold]{created.token}[/]", soft_wrap=True)
 
 
 @tenant_app.command("list")

@@ -50,6 +50,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('tenant', 'idempotency_key')
     )
     with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_jobs_cancel_requested'), ['cancel_requested'], unique=False)
         batch_op.create_index(batch_op.f('ix_jobs_state'), ['state'], unique=False)
         batch_op.create_index(batch_op.f('ix_jobs_tenant'), ['tenant'], unique=False)
 
@@ -95,6 +96,7 @@ def downgrade() -> None:
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_jobs_tenant'))
         batch_op.drop_index(batch_op.f('ix_jobs_state'))
+        batch_op.drop_index(batch_op.f('ix_jobs_cancel_requested'))
 
     op.drop_table('jobs')
     op.drop_table('tenants')

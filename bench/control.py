@@ -1,0 +1,137 @@
+"""Speed of the live control plane, recorded in bench/results/control-<db>.json.
+
+    python bench/control.py [--db postgresql://postgres@127.0.0.1:5432/postgres] [--jobs 10000]
+
+Starts `kraft serve` (one uvicorn process) on a fresh state folder or database, then:
+- submissions: N jobs from C concurrent clients (each submit is a full write: job, event,
+  audit row, one commit); jobs ask for the whole fleet and sleep, so they queue rather than
+  spawn N processes; reports submissions/s and latency p50/p99 (targets: 500/s on SQLite,
+  1,000/s on PostgreSQL);
+- submit-to-start on an idle fleet: after the queue is cancelled and drained, one-GPU jobs
+  submitted one by one; time until the API reports them running (target p99 < 1 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+RESULTS = Path(__file__).parent / "results"
+KRAFT = [sys.executable, "-m", "kraft.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fresh_pg(admin_url: str) -> str:
+    import psycopg
+
+    name = f"kraft_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+async def submit_all(base: str, token: str, n: int, clients: int) -> list[float]:
+    latencies: list[float] = []
+    body = {"gpus": 8, "command": ["sleep", "3600"]}
+    queue = iter(range(n))
+
+    async def worker():
+        async with httpx.AsyncClient(base_url=base, timeout=60,
+                                     headers={"Authorization": f"Bearer {token}"}) as c:
+            for _ in queue:
+                t0 = time.perf_counter()
+                r = await c.post("/v1/jobs", json=body,
+                                 headers={"Idempotency-Key": uuid.uuid4().hex})
+                latencies.append(time.perf_counter() - t0)
+                assert r.status_code == 201, r.text
+
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return latencies
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--db", default=None, help="PostgreSQL admin URL (default: SQLite)")
+    ap.add_argument("--jobs", type=int, default=10_000)
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--starts", type=int, default=50)
+    a = ap.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="kraft-bench-"))
+    db_args = ["--db", fresh_pg(a.db)] if a.db else []
+    out = subprocess.run([*KRAFT, "admin", "tenant", "create", "bench", "--data-dir",
+                          str(home), *db_args], capture_output=True, text=True, check=True)
+    token = re.search(r"kt_[A-Za-z0-9_-]+", out.stdout).group(0)
+    port = free_port()
+    server = subprocess.Popen([*KRAFT, "serve", "--data-dir", str(home), "--port", str(port),
+                               *db_args], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(f"{base}/openapi.json", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        t0 = time.perf_counter()
+        lat = asyncio.run(submit_all(base, token, a.jobs, a.clients))
+        wall = time.perf_counter() - t0
+        lat.sort()
+        rate = a.jobs / wall
+        p50, p99 = lat[len(lat) // 2] * 1e3, lat[int(len(lat) * 0.99)] * 1e3
+        kind = "postgresql" if a.db else "sqlite"
+        target = 1000 if a.db else 500
+        print(f"{kind}: {a.jobs:,} submissions from {a.clients} clients in {wall:.1f} s = "
+              f"{rate:,.0f}/s (target {target}/s), latency p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+
+        c = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"},
+                         timeout=60)
+        for job in c.get("/v1/jobs", params={"limit": 10_000}).json():  # drain the queue
+            if job["state"] not in ("cancelled", "succeeded", "failed"):
+                c.post(f"/v1/jobs/{job['id']}/cancel")
+        while any(j["state"] not in ("cancelled", "succeeded", "failed")
+                  for j in c.get("/v1/jobs", params={"limit": 10_000}).json()):
+            time.sleep(0.5)
+        starts = []
+        for _ in range(a.starts):
+            t1 = time.perf_counter()
+            job_id = c.post("/v1/jobs", json={"gpus": 1, "command": ["sleep", "0.1"]}).json()["id"]
+            while c.get(f"/v1/jobs/{job_id}").json()["state"] in ("pending", "admitted"):
+                time.sleep(0.005)
+            starts.append(time.perf_counter() - t1)
+            while c.get(f"/v1/jobs/{job_id}").json()["state"] == "running":
+                time.sleep(0.01)
+        starts.sort()
+        s50, s99 = statistics.median(starts) * 1e3, starts[int(len(starts) * 0.99)] * 1e3
+        print(f"{kind}: submit to running on an idle fleet: p50 {s50:.0f} ms, p99 {s99:.0f} ms "
+              f"over {a.starts} jobs (target p99 < 1,000 ms)")
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / f"control-{kind}.json").write_text(json.dumps({
+            "db": kind, "submissions": a.jobs, "clients": a.clients,
+            "submissions_per_s": round(rate), "target_per_s": target,
+            "latency_p50_ms": round(p50, 1), "latency_p99_ms": round(p99, 1),
+            "submit_to_running_p50_ms": round(s50), "submit_to_running_p99_ms": round(s99),
+            "recorded": time.strftime("%Y-%m-%d")}, indent=2) + "\n")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
