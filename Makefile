@@ -22,3 +22,5 @@ bench: $(BIN)/kraft  ## speed figures into bench/results (philly needs the share
 	for p in fifo backfill fairshare las srtf; do $(BIN)/python bench/run.py cycle --policy $$p; done
 	$(BIN)/python bench/run.py scale
 	$(BIN)/python bench/run.py philly
+	$(BIN)/python bench/control.py
+	$(BIN)/python bench/control.py --db postgresql://postgres@127.0.0.1:5432/postgres
