@@ -20,7 +20,15 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from kraft.control.auth import hash_token, is_operator, new_token
-from kraft.control.store import AuditRow, EventRow, JobRow, TenantRow, TokenRow, sessions
+from kraft.control.store import (
+    AuditRow,
+    EventRow,
+    JobRow,
+    TenantRow,
+    TokenRow,
+    sessions,
+    write_lock,
+)
 from kraft.spec.models import JobSpec, TenantSpec
 
 Id = Annotated[int, PathParam(ge=1, le=2**62, description="a positive id")]
@@ -153,13 +161,14 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05) -> Fast
                idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobOut:
         """Submit a job. A retry with the same Idempotency-Key returns the first job."""
         spec = body.spec(who)
-        with Session() as s:
-            if idempotency_key:
+        if idempotency_key:  # a retry: answer with the first job, no write
+            with Session() as s:
                 old = s.scalar(select(JobRow).where(JobRow.tenant == who,
                                                     JobRow.idempotency_key == idempotency_key))
                 if old is not None:
                     response.status_code = 200
                     return _out(old)
+        with write_lock(engine), Session() as s:
             row = JobRow(tenant=who, idempotency_key=idempotency_key, name=spec.name,
                          spec=spec.model_dump(mode="json"), state="pending",
                          reason="waiting: accepted, not yet seen by the scheduler",
@@ -203,7 +212,7 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05) -> Fast
 
     @app.post("/v1/jobs/{job_id}/cancel", status_code=202, response_model=JobOut)
     def cancel(job_id: Id, request: Request, who: Tenant) -> JobOut:
-        with Session() as s:
+        with write_lock(engine), Session() as s:
             row = own(s, job_id, who)
             if row.state in ("succeeded", "failed", "cancelled", "rejected"):
                 raise HTTPException(409, f"job {job_id} already ended ({row.state})")
@@ -215,7 +224,7 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05) -> Fast
     @app.get("/v1/jobs/{job_id}/logs", response_class=PlainTextResponse)
     def logs(job_id: Id, request: Request, who: Tenant,
              offset: Annotated[int, Query(ge=0, le=2**62)] = 0) -> str:
-        with Session() as s:
+        with write_lock(engine), Session() as s:
             row = own(s, job_id, who)
             audit(s, who, "job.logs", str(job_id), request)
             s.commit()
@@ -230,7 +239,7 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05) -> Fast
 
     @app.post("/admin/tenants", status_code=201, response_model=TenantCreated)
     def create_tenant(spec: TenantSpec, request: Request, who: Operator) -> TenantCreated:
-        with Session() as s:
+        with write_lock(engine), Session() as s:
             if s.get(TenantRow, spec.name) is not None:
                 raise HTTPException(409, f"tenant {spec.name!r} exists")
             created = add_tenant(s, spec)
@@ -240,7 +249,7 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05) -> Fast
 
     @app.post("/admin/tokens/{token_id}/revoke", status_code=204)
     def revoke(token_id: Id, request: Request, who: Operator) -> None:
-        with Session() as s:
+        with write_lock(engine), Session() as s:
             row = s.get(TokenRow, token_id)
             if row is None:
                 raise HTTPException(404, f"no token {token_id}")

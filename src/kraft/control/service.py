@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from kraft.cluster.state import ClusterState, Placement
-from kraft.control.store import EventRow, JobRow, TenantRow, sessions, utcnow
+from kraft.control.store import EventRow, JobRow, TenantRow, sessions, utcnow, write_lock
 from kraft.exec.base import Executor, Rank, RunRequest
 from kraft.sched.job import Job, TenantState
 from kraft.sched.policy import make_policy
@@ -34,6 +34,7 @@ DEFAULT_LIMIT_S = 7 * 86400  # planning horizon for jobs that give no time limit
 class ControlPlane:
     def __init__(self, fleet: FleetSpec, engine: Engine, executor: Executor,
                  policy: str = "backfill"):
+        self.engine = engine
         self.Session = sessions(engine)
         self.executor = executor
         self.cluster = ClusterState(fleet)
@@ -42,6 +43,7 @@ class ControlPlane:
         self.runs: dict[int, tuple[RunRequest, list[int]]] = {}  # running: request, handles
         self.gpus_used: dict[int, set[int]] = defaultdict(set)  # node -> GPU indices in use
         self.written_reason: dict[int, str] = {}  # last reason stored, per waiting job
+        self.reasons_at = 0.0
 
     # ---- bookkeeping helpers ---------------------------------------------------------------
 
@@ -103,7 +105,7 @@ class ControlPlane:
         alive, finished if they left exit statuses, and requeued if they vanished. A job is
         never started twice: its processes are found by job id and attempt, even when the
         crash came before their pids were written down."""
-        with self.Session() as s:
+        with write_lock(self.engine), self.Session() as s:
             rows = s.scalars(select(JobRow).where(JobRow.state.not_in(FINAL))
                              .order_by(JobRow.id)).all()
             names = {n: i for i, n in enumerate(self.cluster.node_name)}
@@ -154,14 +156,16 @@ class ControlPlane:
 
     def step(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        with self.Session() as s:
+        with write_lock(self.engine), self.Session() as s:
             self._ingest(s, now)
             self._cancels(s, now)
             self._poll(s, now)
             s.commit()
             decisions = self.sched.cycle(now)
             self._apply(s, decisions, now)
-            self._reasons(s)
+            if now - self.reasons_at >= 1.0:  # waiting reasons: fresh to the second
+                self._reasons(s)
+                self.reasons_at = now
 
     def _ingest(self, s, now: float) -> None:
         for row in s.scalars(select(JobRow).where(JobRow.state == "pending")
