@@ -131,6 +131,12 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=10)
+        if a.db:  # drop the scratch database
+            import psycopg
+
+            with psycopg.connect(a.db, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{db_args[1].rsplit("/", 1)[1]}" '
+                             f'WITH (FORCE)')
 
 
 if __name__ == "__main__":
