@@ -6,7 +6,8 @@ from helpers import fleet, jobs, tenant
 from kraft.cluster.state import ClusterState
 from kraft.sched.policy import make_policy
 from kraft.sched.scheduler import Scheduler
-from kraft.sched.shift import HourlyIntegral, SignalShift
+from kraft.sched.shift import SignalShift
+from kraft.signals.series import HourlyIntegral
 from kraft.sim.engine import Simulator
 
 # hours 0-3: 100 g/kWh, hours 4-5: 10 g/kWh, then 100 again

@@ -26,7 +26,7 @@ from kraft.energy.models import (
     gpu_power_w,
     pue,
 )
-from kraft.signals.series import HourlySeries
+from kraft.signals.series import HourlyIntegral, HourlySeries
 from kraft.sim.engine import SimOutcome
 from kraft.spec.models import FleetSpec
 
@@ -51,25 +51,19 @@ class EnergyInputs:
     sources: list[str] = field(default_factory=list)
 
 
-class _Integrator:
-    """Integrals over [a, b) seconds of an hourly step series, via its prefix sum."""
-
-    def __init__(self, hourly: np.ndarray):
-        self.x = hourly
-        self.cum = np.concatenate([[0.0], np.cumsum(hourly) * 3600.0])
-
-    def at(self, t: np.ndarray) -> np.ndarray:
-        h = np.minimum((t // 3600).astype(np.int64), len(self.x) - 1)
-        return self.cum[h] + self.x[h] * (t - h * 3600.0)
-
-    def over(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return self.at(b) - self.at(a)
-
-
 def _hourly(series: HourlySeries | None, hours: int, constant: float) -> np.ndarray:
     if series is None:
         return np.full(hours, constant)
     return series.hourly(np.arange(hours))
+
+
+def hourly_factors(site, sig: SiteSignals, hours: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A site's PUE, carbon intensity and price for each of `hours` hours."""
+    pue_h = pue(site.cooling, _hourly(sig.temperature, hours, DEFAULT_OUTDOOR_C))
+    ci_h = _hourly(sig.carbon, hours, 0.0)
+    price_h = _hourly(sig.price, hours, sig.flat_price_eur_per_mwh or 0.0)
+    return pue_h, ci_h, price_h
 
 
 def keep_books(outcome: SimOutcome, cluster: ClusterState, fleet: FleetSpec,
@@ -106,18 +100,17 @@ def keep_books(outcome: SimOutcome, cluster: ClusterState, fleet: FleetSpec,
     hourly_out: dict[str, dict] = {}
     for s_i, site in enumerate(fleet.sites):
         sig = inputs.sites[site.name]
-        outdoor = _hourly(sig.temperature, hours, DEFAULT_OUTDOOR_C)
-        pue_h = pue(site.cooling, outdoor)
-        ci_h = _hourly(sig.carbon, hours, 0.0)
-        price_h = _hourly(sig.price, hours, sig.flat_price_eur_per_mwh or 0.0)
+        pue_h, ci_h, price_h = hourly_factors(site, sig, hours)
         market_g = site.contract.market_g_per_kwh
         m = seg_site == s_i
         p_w, a, b = seg_power_w[m], start[m], end[m]
         cols["it_kwh"][m] = p_w * (b - a) / J_PER_KWH
-        cols["facility_kwh"][m] = p_w * _Integrator(pue_h).over(a, b) / J_PER_KWH
-        cols["carbon_location_kg"][m] = p_w * _Integrator(pue_h * ci_h).over(a, b) / J_PER_KWH / 1e3
+        cols["facility_kwh"][m] = p_w * HourlyIntegral(pue_h).over(a, b) / J_PER_KWH
+        cols["carbon_location_kg"][m] = (p_w * HourlyIntegral(pue_h * ci_h).over(a, b)
+                                         / J_PER_KWH / 1e3)
         cols["carbon_market_kg"][m] = cols["facility_kwh"][m] * market_g / 1e3
-        cols["energy_cost_eur"][m] = p_w * _Integrator(pue_h * price_h).over(a, b) / J_PER_KWH / 1e3
+        cols["energy_cost_eur"][m] = (p_w * HourlyIntegral(pue_h * price_h).over(a, b)
+                                      / J_PER_KWH / 1e3)
 
         # The site hour by hour: idle draw of every GPU plus the busy extra of running ones.
         site_idle_w = sum(len(p.nodes) * p.gpus_per_node * idle_w[p.index] * host[p.index]

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kraft.energy.books import EnergyInputs, _hourly
-from kraft.energy.models import pue
-from kraft.sched.shift import HourlyIntegral
+from kraft.energy.books import EnergyInputs, hourly_factors
+from kraft.signals.series import HourlyIntegral
 from kraft.sim.run import SimRun
 from kraft.spec.models import FleetSpec
 
@@ -29,9 +28,8 @@ def shift_summary(agnostic: SimRun, shifted: SimRun, fleet: FleetSpec,
     hours = len(next(iter(inputs.sites.values())).carbon.values)
     factor = {}
     for site in fleet.sites:
-        sig = inputs.sites[site.name]
-        pue_h = pue(site.cooling, _hourly(sig.temperature, hours, 15.0))
-        factor[site.name] = HourlyIntegral(pue_h * sig.carbon.values)
+        pue_h, ci_h, _ = hourly_factors(site, inputs.sites[site.name], hours)
+        factor[site.name] = HourlyIntegral(pue_h * ci_h)
     bound = 0.0
     for k in np.flatnonzero(flexible):
         j = jobs_a[k]

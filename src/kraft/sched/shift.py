@@ -14,24 +14,7 @@ import math
 import numpy as np
 
 from kraft.sched.job import Job
-
-
-class HourlyIntegral:
-    """Integral over [a, b) seconds of an hourly step series that repeats every period."""
-
-    def __init__(self, hourly: np.ndarray):
-        self.x = np.asarray(hourly, dtype=float)
-        self.cum = np.concatenate([[0.0], np.cumsum(self.x) * 3600.0])
-        self.period_s = len(self.x) * 3600.0
-
-    def at(self, t: np.ndarray) -> np.ndarray:
-        t = np.asarray(t, dtype=float)
-        laps, rest = np.divmod(t, self.period_s)
-        h = np.minimum((rest // 3600).astype(np.int64), len(self.x) - 1)
-        return laps * self.cum[-1] + self.cum[h] + self.x[h] * (rest - h * 3600.0)
-
-    def mean(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return (self.at(b) - self.at(a)) / np.maximum(b - a, 1e-9)
+from kraft.signals.series import HourlyIntegral
 
 
 class SignalShift:
