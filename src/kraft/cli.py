@@ -116,6 +116,19 @@ def _energy(fleet_spec: FleetSpec, keep: bool, year: int, util: float, data_dir:
         return None
 
 
+def _setup(policies: list[str], fleet: str, tenants: str | None, trace: str,
+           data_dir: Path | None, seed: int, fmt: str | None, books: bool, signal_year: int,
+           gpu_util: float):
+    """What every simulating command needs, checked before any long work starts: the policy
+    names, the specs, the trace and (if kept) the energy books' inputs."""
+    for name in policies:
+        make_policy(name)
+    fleet_spec, tenants_spec = _specs(fleet, tenants)
+    loaded = _load_trace(trace, data_dir, seed, fmt)
+    return fleet_spec, tenants_spec, loaded, _energy(fleet_spec, books, signal_year, gpu_util,
+                                                     data_dir)
+
+
 def _run(fleet_spec, tenants_spec, trace, policy, load, seed, defaults, config, energy,
          label=None, shift_by=None, prefer=None):
     from kraft.sim.run import simulate
@@ -180,13 +193,11 @@ def simulate(
     """Replay a trace on a fleet under one policy and print the results."""
     from kraft.report.tables import breakdown_table, energy_table, results_table, site_table
 
-    make_policy(policy)  # fail fast on a bad name
-    fleet_spec, tenants_spec = _specs(fleet, tenants)
-    loaded = _load_trace(trace, data_dir, seed, fmt)
+    fleet_spec, tenants_spec, loaded, books = _setup(
+        [policy], fleet, tenants, trace, data_dir, seed, fmt,
+        energy or shift is not None or prefer is not None, signal_year, gpu_util)
     defaults = JobDefaults(checkpoint_interval or None, restart_cost, True, flexible_gpus,
                            window_h * 3600)
-    books = _energy(fleet_spec, energy or shift is not None or prefer is not None, signal_year,
-                    gpu_util, data_dir)
     run = _run(fleet_spec, tenants_spec, loaded, policy, load, seed, defaults,
                SchedulerConfig(scan_depth=scan_depth), books, shift_by=shift, prefer=prefer)
     r = run.results
@@ -247,12 +258,9 @@ def compare(
     from kraft.report.tables import energy_table, results_table
 
     names = [p.strip() for p in policies.split(",") if p.strip()]
-    for name in names:
-        make_policy(name)
-    fleet_spec, tenants_spec = _specs(fleet, tenants)
-    loaded = _load_trace(trace, data_dir, seed, fmt)
+    fleet_spec, tenants_spec, loaded, books = _setup(
+        names, fleet, tenants, trace, data_dir, seed, fmt, energy, signal_year, gpu_util)
     defaults = JobDefaults(checkpoint_interval or None, restart_cost)
-    books = _energy(fleet_spec, energy, signal_year, gpu_util, data_dir)
     rows = []
     for name in names:
         run = _run(fleet_spec, tenants_spec, loaded, name, load, seed, defaults,
@@ -294,10 +302,8 @@ def shift(
     from kraft.energy.shifting import shift_summary
     from kraft.report.tables import shift_table
 
-    make_policy(policy)
-    fleet_spec, tenants_spec = _specs(fleet, tenants)
-    loaded = _load_trace(trace, data_dir, seed, fmt)
-    books = _energy(fleet_spec, True, signal_year, gpu_util, data_dir)
+    fleet_spec, tenants_spec, loaded, books = _setup(
+        [policy], fleet, tenants, trace, data_dir, seed, fmt, True, signal_year, gpu_util)
     if books is None:
         _fail("shifting needs each site's signals (see the warning above)")
     defaults = JobDefaults(flexible_max_gpus=flexible_gpus, flex_window_s=window_h * 3600)

@@ -38,6 +38,7 @@ class ControlPlane:
         self.Session = sessions(engine)
         self.executor = executor
         self.cluster = ClusterState(fleet)
+        self.node_index = {n: i for i, n in enumerate(self.cluster.node_name)}
         self.sched = Scheduler(self.cluster, [], make_policy(policy))
         self.jobs: dict[int, Job] = {}  # by database id, jobs the scheduler holds
         self.runs: dict[int, tuple[RunRequest, list[int]]] = {}  # running: request, handles
@@ -86,9 +87,8 @@ class ControlPlane:
         if run is None:
             return
         req, _ = run
-        names = {n: i for i, n in enumerate(self.cluster.node_name)}
         for rank in req.ranks:
-            self.gpus_used[names[rank.node]].difference_update(rank.gpus)
+            self.gpus_used[self.node_index[rank.node]].difference_update(rank.gpus)
 
     @staticmethod
     def _request(row: JobRow) -> RunRequest:
@@ -108,7 +108,7 @@ class ControlPlane:
         with write_lock(self.engine), self.Session() as s:
             rows = s.scalars(select(JobRow).where(JobRow.state.not_in(FINAL))
                              .order_by(JobRow.id)).all()
-            names = {n: i for i, n in enumerate(self.cluster.node_name)}
+            names = self.node_index
             for row in rows:
                 tenant = self._tenant(s, row.tenant)
                 if row.state in ("pending",):
