@@ -113,6 +113,10 @@ def test_job_that_died_with_the_host_is_requeued_once(live):
     job = {"gpus": 2, "command": ["bash", "-c", f"echo start >> {mark}; sleep 2"]}
     a = client.post("/v1/jobs", json=job).json()["id"]
     running = wait(client, a, {"running"})
+    deadline = time.time() + 10  # "running" is recorded before the process exists
+    while not (mark.exists() and running["placement"][0].get("pid")) and time.time() < deadline:
+        time.sleep(0.05)
+        running = client.get(f"/v1/jobs/{a}").json()
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
     os.killpg(running["placement"][0]["pid"], signal.SIGKILL)  # the job dies too, no status
