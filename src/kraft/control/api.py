@@ -16,10 +16,10 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Res
 from fastapi import Path as PathParam
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 
 from kraft.control.auth import hash_token, is_operator, new_token
+from kraft.control.intake import WAITING, Intake, Submission
 from kraft.control.store import (
     AuditRow,
     EventRow,
@@ -27,7 +27,6 @@ from kraft.control.store import (
     TenantRow,
     TokenRow,
     sessions,
-    utcnow,
     write_lock,
 )
 from kraft.spec.models import JobSpec, TenantSpec
@@ -98,6 +97,7 @@ def _out(row: JobRow) -> JobOut:
 def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05) -> FastAPI:
     """`plane`: the ControlPlane whose loop runs in a background thread while serving."""
     Session = sessions(engine)
+    intake = Intake(engine)  # submissions, by group commit
     stop = threading.Event()
 
     def loop():
@@ -118,6 +118,7 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05) -> Fast
             thread = threading.Thread(target=loop, name="kraft-loop", daemon=True)
             thread.start()
         yield
+        await intake.close()
         stop.set()
         if thread is not None:
             thread.join(timeout=5)
@@ -161,47 +162,30 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05) -> Fast
     Tenant = Annotated[str, Depends(tenant)]
     Operator = Annotated[str, Depends(operator)]
 
-    jobs_t, events_t, audit_t = JobRow.__table__, EventRow.__table__, AuditRow.__table__
+    async def bearer_hash(authorization: Annotated[str | None, Header()] = None) -> str:
+        return hash_token(bearer(authorization))
 
-    @app.post("/v1/jobs", status_code=201, response_model=JobOut)
-    async def submit(body: Submit, request: Request, response: Response, who: Tenant,
+    @app.post("/v1/jobs", status_code=201, response_model=JobOut,
+              responses={401: {"description": "missing, invalid or revoked token"}})
+    async def submit(body: Submit, request: Request, response: Response,
+                     token_hash: Annotated[str, Depends(bearer_hash)],
                      idempotency_key: Annotated[str | None, Header(max_length=200)] = None
                      ) -> JobOut:
-        """Submit a job. A retry with the same Idempotency-Key returns the first job."""
-        spec = body.spec(who)
-        if idempotency_key:  # a retry: answer with the first job, no write
-            with Session() as s:
-                old = s.scalar(select(JobRow).where(JobRow.tenant == who,
-                                                    JobRow.idempotency_key == idempotency_key))
-                if old is not None:
-                    response.status_code = 200
-                    return _out(old)
-        # The hot path in plain SQL statements (no ORM unit of work): job, event, audit row,
-        # one transaction.
-        now = utcnow()
-        values = dict(tenant=who, idempotency_key=idempotency_key, name=spec.name,
-                      spec=spec.model_dump(mode="json"), state="pending",
-                      reason="waiting: accepted, not yet seen by the scheduler",
-                      attempt=0, cancel_requested=False, submitted_at=now,
-                      submitted_s=time.time())
-        try:
-            with write_lock(engine), engine.begin() as conn:
-                job_id = conn.execute(insert(jobs_t).values(**values)
-                                      .returning(jobs_t.c.id)).scalar_one()
-                conn.execute(insert(events_t).values(job_id=job_id, at=now, from_state="",
-                                                     to_state="pending", detail="submitted"))
-                conn.execute(insert(audit_t).values(
-                    at=now, actor=who, action="job.submit", target=str(job_id),
-                    address=request.client.host if request.client else ""))
-        except IntegrityError:  # a concurrent retry with the same key won the race
-            with Session() as s:
-                old = s.scalar(select(JobRow).where(JobRow.tenant == who,
-                                                    JobRow.idempotency_key == idempotency_key))
+        """Submit a job. A retry with the same Idempotency-Key returns the first job (200)."""
+        spec = body.spec("-").model_dump(mode="json")  # the tenant is the token's
+        result = await intake.submit(Submission(
+            token_hash, idempotency_key or None, body.name, spec,
+            request.client.host if request.client else ""))
+        if result.tenant is None:
+            raise HTTPException(401, "invalid or revoked token",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if not result.created:
             response.status_code = 200
-            return _out(old)
-        return JobOut(id=job_id, name=spec.name, tenant=who, state="pending",
-                      reason=values["reason"], gpus=spec.gpus, attempt=0, exit_code=None,
-                      placement=None, submitted_at=now.isoformat(), started_at=None,
+            with Session() as s:
+                return _out(s.get(JobRow, result.job_id))
+        return JobOut(id=result.job_id, name=body.name, tenant=result.tenant, state="pending",
+                      reason=WAITING, gpus=body.gpus, attempt=0, exit_code=None,
+                      placement=None, submitted_at=_iso(result.submitted_at), started_at=None,
                       finished_at=None)
 
     @app.get("/v1/jobs", response_model=list[JobOut])
