@@ -147,3 +147,41 @@ def test_cancel_stops_the_process(api):
         raise AssertionError("the cancelled job's process still runs")
     audit = api.get("/admin/audit", headers=api.operator).json()
     assert {"job.submit", "job.cancel", "tenant.create"} <= {e["action"] for e in audit}
+
+
+def test_one_batch_sorts_out_tokens_and_retries(db_url, tmp_path):
+    """Group commit: within one transaction, a revoked token is refused, a retried key gets
+    the first job (also when both copies are in the same batch), and keys are per tenant."""
+    from kraft.control.api import add_tenant
+    from kraft.control.auth import hash_token
+    from kraft.control.intake import Intake, Submission
+    from kraft.control.store import JobRow, TokenRow, sessions
+    from kraft.spec.models import TenantSpec
+
+    engine = make_engine(db_url)
+    migrate(engine)
+    with sessions(engine)() as s:
+        a, b, gone = (add_tenant(s, TenantSpec(name=n)) for n in ("a", "b", "c"))
+        s.get(TokenRow, gone.token_id).revoked = True
+        s.commit()
+
+    def item(tok, key):
+        return Submission(hash_token(tok.token), key, "j", {"gpus": 1, "command": ["true"]},
+                          "10.0.0.1")
+
+    intake = Intake(engine)
+    first = intake.write([item(a, "k")])[0]
+    out = intake.write([item(a, "k"), item(a, "n"), item(a, "n"), item(b, "k"),
+                        item(gone, "x"), item(a, None), item(a, None)])
+    assert first.created and first.tenant == "a"
+    assert (out[0].job_id, out[0].created) == (first.job_id, False)  # retry from earlier
+    assert out[1].created and (out[2].job_id, out[2].created) == (out[1].job_id, False)
+    assert out[3].created and out[3].tenant == "b" and out[3].job_id != first.job_id
+    assert out[4].tenant is None  # revoked
+    assert out[5].created and out[6].created and out[5].job_id != out[6].job_id  # no key
+    with sessions(engine)() as s:
+        rows = s.query(JobRow).order_by(JobRow.id).all()
+        assert [(r.tenant, r.idempotency_key) for r in rows] == [
+            ("a", "k"), ("a", "n"), ("b", "k"), ("a", None), ("a", None)]
+        assert all(r.spec["tenant"] == r.tenant for r in rows)
+    engine.dispose()

@@ -27,8 +27,9 @@ def kraft(*args, env=None, check=True) -> subprocess.CompletedProcess:
                           check=check, timeout=60)
 
 
-def start_server(home: Path, port: int, db: str | None) -> subprocess.Popen:
-    args = [*KRAFT, "serve", "--data-dir", str(home), "--port", str(port)]
+def start_server(home: Path, port: int, db: str | None, fleet: str = "local"
+                 ) -> subprocess.Popen:
+    args = [*KRAFT, "serve", "--data-dir", str(home), "--port", str(port), "--fleet", fleet]
     if db:
         args += ["--db", db]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -80,3 +80,17 @@ def test_tenant_mapping_rule():
     assert spec.resolve("startup-07").name == "startups"
     assert spec.resolve("lab").name == "lab"
     assert spec.resolve("somebody-else").name == "default"
+
+
+def test_executor_spec_errors_name_the_field(tmp_path):
+    site = ("{name: a, country: \"NO\", jurisdiction: EEA, grid_zone: NO-NO1, it_power_budget_mw: 1,"
+            " executor: %s, pods: [{name: p, nodes: [{count: 2, gpus: 4, model: H100-SXM}]}]}")
+    p = write(tmp_path, "name: x\nsites:\n  - " + site % "{kind: kubernetes}\n")
+    with pytest.raises(SpecError) as e:
+        load_fleet(str(p))
+    assert "sites.0.executor.kind" in str(e.value) and "slurm" in str(e.value)
+    p = write(tmp_path, "name: x\nsites:\n  - " + site % "{kind: slurm, nodes: [n1]}\n")
+    with pytest.raises(SpecError) as e:
+        load_fleet(str(p))
+    assert "executor.nodes names 1 nodes; the site has 2" in str(e.value)
+    assert load_fleet("slurm-local").sites[0].executor.nodes == ["node1", "node2"]

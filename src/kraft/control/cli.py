@@ -57,7 +57,6 @@ def serve(
     from kraft.control.auth import ensure_operator_token
     from kraft.control.service import ControlPlane
     from kraft.control.store import TenantRow, sessions
-    from kraft.exec.local import LocalExecutor
     from kraft.sched.policy import make_policy
     from kraft.spec.load import SpecError, load_fleet, load_tenants
 
@@ -77,7 +76,10 @@ def serve(
     if token:
         console.print(f"operator token (shown once, stored hashed): [bold]{token}[/]",
                       soft_wrap=True)
-    plane = ControlPlane(fleet_spec, engine, LocalExecutor(data_dir / "runs"), policy)
+    try:
+        plane = ControlPlane(fleet_spec, engine, data_dir / "runs", policy)
+    except ValueError as e:
+        _fail(str(e))
     uvicorn.run(create_app(engine, data_dir, plane), host=host, port=port, log_level="warning")
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from pathlib import Path
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Engine
@@ -21,6 +22,7 @@ from sqlalchemy.engine import Engine
 from kraft.cluster.state import ClusterState, Placement
 from kraft.control.store import EventRow, JobRow, TenantRow, sessions, utcnow, write_lock
 from kraft.exec.base import Executor, Rank, RunRequest
+from kraft.exec.router import make_executor
 from kraft.sched.job import Job, TenantState
 from kraft.sched.policy import make_policy
 from kraft.sched.scheduler import Scheduler
@@ -32,12 +34,15 @@ DEFAULT_LIMIT_S = 7 * 86400  # planning horizon for jobs that give no time limit
 
 
 class ControlPlane:
-    def __init__(self, fleet: FleetSpec, engine: Engine, executor: Executor,
+    def __init__(self, fleet: FleetSpec, engine: Engine, executor: Executor | Path,
                  policy: str = "backfill"):
+        """`executor`: an executor, or a work folder to run each site on the engine its spec
+        names (kraft.exec.router)."""
         self.engine = engine
         self.Session = sessions(engine)
-        self.executor = executor
         self.cluster = ClusterState(fleet)
+        self.executor = (make_executor(self.cluster, executor) if isinstance(executor, Path)
+                         else executor)
         self.node_index = {n: i for i, n in enumerate(self.cluster.node_name)}
         self.sched = Scheduler(self.cluster, [], make_policy(policy))
         self.jobs: dict[int, Job] = {}  # by database id, jobs the scheduler holds
@@ -120,7 +125,7 @@ class ControlPlane:
                 req = self._request(row)
                 handles = row.placement and [r.get("pid") for r in row.placement]
                 if not handles or None in handles:
-                    handles = self.executor.find(row.id, row.attempt)
+                    handles = self.executor.find(req)
                 status = self.executor.status(req, handles or [])
                 if status.running:
                     placement = tuple((names[r.node], len(r.gpus)) for r in req.ranks)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from fnmatch import fnmatchcase
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -98,6 +99,19 @@ class ContractSpec(_Strict):
             self.residual_mix_g_per_kwh or 0.0)
 
 
+class ExecutorSpec(_Strict):
+    """Which engine runs a site's jobs, and how to reach it. Kraft stays the scheduler (what
+    starts, where, what is preempted); the engine executes (docs/engines.md)."""
+
+    kind: Literal["local", "slurm", "ray"] = "local"
+    partition: str | None = Field(None, description="Slurm partition (default: the cluster's)")
+    address: str | None = Field(None, description="Ray dashboard URL, e.g. http://head:8265")
+    nodes: list[str] = Field(
+        default_factory=list,
+        description="the engine's node names, in the order of this site's nodes in the spec; "
+                    "empty: Kraft's own node names")
+
+
 class SiteSpec(_Strict):
     name: str = Field(min_length=1)
     country: str = Field(min_length=2, max_length=2, description="ISO 3166 alpha-2")
@@ -122,13 +136,21 @@ class SiteSpec(_Strict):
                                     description="share of facility energy reused as heat")
     latency_ms: dict[str, float] = Field(default_factory=dict,
                                          description="network round trip to user regions")
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
 
     @property
     def gpu_count(self) -> int:
         return sum(p.count * g.count * g.gpus for p in self.pods for g in p.nodes)
 
+    @property
+    def node_count(self) -> int:
+        return sum(p.count * g.count for p in self.pods for g in p.nodes)
+
     @model_validator(mode="after")
     def _cap_above_idle(self) -> SiteSpec:
+        if self.executor.nodes and len(self.executor.nodes) != self.node_count:
+            raise ValueError(f"executor.nodes names {len(self.executor.nodes)} nodes; the site "
+                             f"has {self.node_count}")
         if self.gpu_power_cap_w is not None:
             for pod in self.pods:
                 for g in pod.nodes:

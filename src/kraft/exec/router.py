@@ -1,0 +1,62 @@
+"""One executor per site, chosen by the fleet spec (`sites[].executor`); the router hands each
+job to the engine of the site Kraft placed it on. All engines share one work folder for logs
+and exit files, so `kraft logs` reads the same place whatever ran the job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kraft.cluster.state import ClusterState
+from kraft.exec.base import Executor, RunRequest, RunStatus
+from kraft.exec.local import LocalExecutor
+
+
+def make_executor(cluster: ClusterState, work_dir: Path) -> Executor:
+    by_site: dict[str, Executor] = {}
+    site_of_node: dict[str, str] = {}
+    names_by_site: dict[str, list[str]] = {}
+    for node, name in enumerate(cluster.node_name):
+        site = cluster.pools[cluster.node_pool[node]].site
+        site_of_node[name] = site.name
+        names_by_site.setdefault(site.name, []).append(name)
+    for site in cluster.fleet.sites:
+        spec = site.executor
+        if spec.kind == "local":
+            by_site[site.name] = LocalExecutor(work_dir)
+        elif spec.kind == "slurm":
+            from kraft.exec.slurm import SlurmExecutor
+
+            names = dict(zip(names_by_site[site.name], spec.nodes)) if spec.nodes else {}
+            by_site[site.name] = SlurmExecutor(work_dir, spec.partition, names)
+        else:
+            raise ValueError(f"site {site.name}: executor {spec.kind!r} is not available yet")
+    if len(by_site) == 1:
+        return next(iter(by_site.values()))
+    return SiteRouter(by_site, site_of_node)
+
+
+class SiteRouter:
+    name = "router"
+
+    def __init__(self, by_site: dict[str, Executor], site_of_node: dict[str, str]):
+        self.by_site = by_site
+        self.site_of_node = site_of_node
+        self.capabilities = frozenset.intersection(*(e.capabilities for e in by_site.values()))
+
+    def _for(self, req: RunRequest) -> Executor:
+        return self.by_site[self.site_of_node[req.ranks[0].node]]
+
+    def start(self, req: RunRequest) -> list[int]:
+        return self._for(req).start(req)
+
+    def status(self, req: RunRequest, handles: list[int]) -> RunStatus:
+        return self._for(req).status(req, handles)
+
+    def stop(self, req: RunRequest, handles: list[int]) -> None:
+        self._for(req).stop(req, handles)
+
+    def log_path(self, job_id: int, attempt: int) -> Path:
+        return next(iter(self.by_site.values())).log_path(job_id, attempt)
+
+    def find(self, req: RunRequest) -> list[int]:
+        return self._for(req).find(req)
