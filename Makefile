@@ -26,3 +26,4 @@ bench: $(BIN)/kraft  ## speed figures into bench/results (philly needs the share
 	$(BIN)/python bench/control.py --db postgresql://postgres@127.0.0.1:5432/postgres
 	$(BIN)/python bench/engines.py local
 	if [ -n "$$SLURM_CONF" ]; then $(BIN)/python bench/engines.py slurm; fi
+	if [ -n "$$KRAFT_RAY_UP" ]; then $(BIN)/python bench/engines.py ray; fi

@@ -2,11 +2,13 @@
 
     python bench/engines.py local
     SLURM_CONF=… python bench/engines.py slurm      (a cluster from scripts/engines/slurm-up.sh)
+    RAY_AUTH_MODE=disabled python bench/engines.py ray   (a cluster from scripts/engines/ray-up.sh)
 
 - start to running: from `start()` of a 4-GPU rank until its command has really begun (the
   command touches a file first thing);
 - cancel to free: from `stop()` until the engine no longer holds the GPUs (local: the process
-  is gone; Slurm: the job has left squeue).
+  is gone; Slurm: the job has left squeue; Ray: the Ray job is no longer pending or running, its
+  placement group removed).
 """
 
 from __future__ import annotations
@@ -31,16 +33,21 @@ def held(executor, kind: str, req: RunRequest, handles: list[int]) -> bool:
         from kraft.exec.slurm import LIVE
 
         return any(s in LIVE for s in executor._states(handles).values())
-    return executor.status(req, handles).running
+    return bool(executor.find(req)) if kind == "ray" else executor.status(req, handles).running
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("executor", choices=["local", "slurm"])
+    ap.add_argument("executor", choices=["local", "slurm", "ray"])
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--ray", default="http://127.0.0.1:8265", help="Ray dashboard URL")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kraft-engines-"))
-    if a.executor == "slurm":
+    if a.executor == "ray":
+        from kraft.exec.ray import RayExecutor
+
+        executor, node = RayExecutor(work / "runs", a.ray), "node1"
+    elif a.executor == "slurm":
         from kraft.exec.slurm import SlurmExecutor
 
         executor, node = SlurmExecutor(work / "runs", None, {}), "node1"

@@ -259,7 +259,17 @@ class ControlPlane:
                 self._move(s, row, "running", d.reason)
                 s.commit()  # the start is on record before the processes exist
                 req = self._request(row)
-                handles = self.executor.start(req)
+                self.runs[row.id] = (req, [])
+                try:
+                    handles = self.executor.start(req)
+                except Exception as e:  # the engine refused it: fail it, free its booking
+                    log.exception("job %s: start failed", row.id)
+                    row.finished_at = utcnow()
+                    self._move(s, row, "failed", f"the {self.executor.name} executor could "
+                                                 f"not start it: {e}"[:1000])
+                    s.commit()
+                    self._end(row.id, now)
+                    continue
                 row.placement = [{**p, "pid": h} for p, h in zip(row.placement, handles)]
                 s.commit()
                 self.runs[row.id] = (req, handles)
