@@ -1,10 +1,12 @@
-"""The Ray executor against a real two-node Ray cluster with logical GPUs
-(scripts/engines/ray-up.sh). `.ci/run` starts the cluster and sets KRAFT_RAY_UP; without it the
-fixture starts one itself when Ray is installed, and otherwise skips loudly (fails in CI)."""
+"""The Slurm and Ray executors against real two-node clusters with logical GPUs (4 per node),
+started by scripts/engines/{slurm,ray}-up.sh. `.ci/run` starts both and sets SLURM_CONF and
+KRAFT_RAY_UP; without them each fixture starts its cluster itself when the engine is installed,
+and otherwise skips loudly (in CI it fails). The same four checks run on each engine."""
 
 import importlib.util
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,65 +19,116 @@ import pytest
 from test_recovery import free_port, kraft, start_server, wait
 
 ROOT = Path(__file__).resolve().parent.parent
+RAY = "http://127.0.0.1:8265"
+
+
+def _engine_missing(what: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is required in CI: .ci/run installs and starts it")
+    pytest.skip(f"SKIPPED: {what} is not installed (.ci/run installs it)")
+
+
+def _up(script: str, state: Path, *args: str) -> None:
+    up = subprocess.run(["bash", str(ROOT / f"scripts/engines/{script}-up.sh"), str(state),
+                         *args], capture_output=True, text=True)
+    if up.returncode != 0:  # e.g. another cluster holds the ports
+        subprocess.run(["bash", str(ROOT / f"scripts/engines/{script}-down.sh"), str(state)])
+        pytest.fail(f"scripts/engines/{script}-up.sh failed: {up.stdout}{up.stderr}")
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
+def slurm_cluster():
     started = None
+    if not os.environ.get("SLURM_CONF"):
+        if not shutil.which("slurmctld"):
+            _engine_missing("Slurm (apt-get install slurm-wlm munge)")
+        started = Path(tempfile.mkdtemp(prefix="kraft-slurm-"))
+        _up("slurm", started)
+        os.environ["SLURM_CONF"] = str(started / "slurm.conf")
+    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %t"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.count("idle") + out.stdout.count("mix") >= 2, \
+        f"Slurm is not up: {out.stdout} {out.stderr}"
+    yield
+    if started:
+        subprocess.run(["bash", str(ROOT / "scripts/engines/slurm-down.sh"), str(started)])
+        del os.environ["SLURM_CONF"]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    started = None
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a stray ~/.ray/auth_token turns it on
     if not os.environ.get("KRAFT_RAY_UP"):
         if importlib.util.find_spec("ray") is None:
-            if os.environ.get("CI"):
-                pytest.fail("Ray is required in CI: .ci/run installs and starts it")
-            pytest.skip("SKIPPED: Ray is not installed (pip install 'ray[default]'; the test "
-                        "extras and .ci/run do it)")
+            _engine_missing("Ray (pip install 'ray[default]', in the test extras)")
         started = Path(tempfile.mkdtemp(prefix="kraft-ray-"))  # short: Ray's socket paths
-        up = subprocess.run(["bash", str(ROOT / "scripts/engines/ray-up.sh"), str(started),
-                             str(Path(sys.executable).parent)], capture_output=True, text=True)
-        if up.returncode != 0:  # e.g. another cluster holds 6380 or 8265
-            subprocess.run(["bash", str(ROOT / "scripts/engines/ray-down.sh"), str(started)])
-            pytest.fail(f"scripts/engines/ray-up.sh failed: {up.stdout}{up.stderr}")
-    r = httpx.get("http://127.0.0.1:8265/api/version", timeout=5)
+        _up("ray", started, str(Path(sys.executable).parent))
+    r = httpx.get(f"{RAY}/api/version", timeout=5)
     assert r.status_code == 200, f"the Ray dashboard is not up: {r.text}"
     yield
     if started:
         subprocess.run(["bash", str(ROOT / "scripts/engines/ray-down.sh"), str(started)])
 
 
-def ray_jobs_live() -> list[str]:
-    r = httpx.get("http://127.0.0.1:8265/api/jobs/", timeout=10).json()
-    return [j["submission_id"] for j in r if j["status"] in ("PENDING", "RUNNING")
+def slurm_live() -> list[str]:
+    out = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True).stdout
+    return [n for n in out.split() if n.startswith("kraft-")]
+
+
+def ray_live() -> list[str]:
+    jobs = httpx.get(f"{RAY}/api/jobs/", timeout=10).json()
+    return [j["submission_id"] for j in jobs if j["status"] in ("PENDING", "RUNNING")
             and (j.get("submission_id") or "").startswith("kraft-")]
 
 
+def slurm_clean(names):
+    if names:
+        subprocess.run(["scancel", "--name", ",".join(names)])
+
+
+def ray_clean(ids):
+    for sid in ids:
+        httpx.post(f"{RAY}/api/jobs/{sid}/stop", timeout=10)
+
+
+ENGINES = {"slurm": ("slurm_cluster", "slurm-local", slurm_live, slurm_clean),
+           "ray": ("ray_cluster", "ray-local", ray_live, ray_clean)}
+
+
+@pytest.fixture(params=list(ENGINES))
+def engine(request):
+    cluster, fleet, live, clean = ENGINES[request.param]
+    request.getfixturevalue(cluster)
+    return request.param, fleet, live, clean
+
+
 @pytest.fixture
-def serve(ray_cluster, tmp_path):
+def serve(engine, tmp_path):
+    _, fleet, live, clean = engine
     home = tmp_path / "home"
     servers = []
-    tokens = {}
+    port = free_port()
 
     def tenant(name, *opts):
         out = kraft("admin", "tenant", "create", name, "--data-dir", str(home), *opts).stdout
-        tokens[name] = re.search(r"kt_[A-Za-z0-9_-]+", out).group(0)
+        token = re.search(r"kt_[A-Za-z0-9_-]+", out).group(0)
         return httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10,
-                            headers={"Authorization": f"Bearer {tokens[name]}"})
-
-    port = free_port()
+                            headers={"Authorization": f"Bearer {token}"})
 
     def server():
-        servers.append(start_server(home, port, None, fleet="ray-local"))
+        servers.append(start_server(home, port, None, fleet=fleet))
         return servers[-1]
 
-    yield tenant, server, tmp_path
+    yield tenant, server, live
     for p in servers:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
             p.wait(timeout=10)
-    for sid in ray_jobs_live():
-        httpx.post(f"http://127.0.0.1:8265/api/jobs/{sid}/stop", timeout=10)
+    clean(live())
 
 
-def test_gang_runs_on_ray_with_distinct_gpus(serve):
-    tenant, server, _ = serve
+def test_gang_runs_with_distinct_gpus(serve):
+    tenant, server, live = serve
     a = tenant("acme")
     server()
     show = ["bash", "-c", "echo rank=$RANK node=$KRAFT_NODE gpus=$CUDA_VISIBLE_DEVICES"]
@@ -95,28 +148,28 @@ def test_gang_runs_on_ray_with_distinct_gpus(serve):
     assert all(len(set(g.split(","))) == 4 for _, _, g in ranks)
 
 
-def test_cancel_frees_the_gpus_on_ray(serve):
-    tenant, server, _ = serve
+def test_cancel_frees_the_gpus(serve):
+    tenant, server, live = serve
     a = tenant("acme")
     server()
     job_id = a.post("/v1/jobs", json={"gpus": 8, "command": ["sleep", "300"]}).json()["id"]
     wait(a, job_id, {"running"})
     deadline = time.time() + 20
-    while not ray_jobs_live() and time.time() < deadline:
+    while not live() and time.time() < deadline:
         time.sleep(0.1)
-    assert len(ray_jobs_live()) == 1 and ray_jobs_live()[0].endswith(f"-{job_id}-1")
+    assert live(), "the engine does not hold the job"
     a.post(f"/v1/jobs/{job_id}/cancel")
     wait(a, job_id, {"cancelled"})
-    while ray_jobs_live() and time.time() < deadline:
+    while live() and time.time() < deadline:
         time.sleep(0.1)
-    assert ray_jobs_live() == [], "stopping the Ray job did not free the GPUs"
-    # all 8 GPUs are Ray's to give again
+    assert live() == [], "the engine still holds the GPUs"
+    # all 8 GPUs are the engine's to give again
     again = a.post("/v1/jobs", json={"gpus": 8, "command": ["true"]}).json()["id"]
     assert wait(a, again, {"succeeded", "failed"})["state"] == "succeeded"
 
 
-def test_reserved_arrival_preempts_spot_on_ray(serve, tmp_path):
-    tenant, server, _ = serve
+def test_reserved_arrival_preempts_spot(serve, tmp_path):
+    tenant, server, live = serve
     spot = tenant("cheap", "--tier", "spot")
     lab = tenant("lab", "--tier", "reserved", "--reserved-gpus", "4")
     server()
@@ -132,8 +185,8 @@ def test_reserved_arrival_preempts_spot_on_ray(serve, tmp_path):
     assert states.count("preempted") == 1 and states[-1] == "succeeded"
 
 
-def test_sigkill_of_the_control_plane_keeps_ray_jobs_once(serve, tmp_path):
-    tenant, server, _ = serve
+def test_sigkill_of_the_control_plane_keeps_engine_jobs_once(serve, tmp_path):
+    tenant, server, live = serve
     a = tenant("acme")
     first = server()
     mark = tmp_path / "starts"
