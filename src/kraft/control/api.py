@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from kraft.control.auth import hash_token, is_operator, new_token
 from kraft.control.intake import WAITING, Intake, Submission
+from kraft.control.service import run_loop
 from kraft.control.store import (
     AuditRow,
     EventRow,
@@ -29,6 +30,7 @@ from kraft.control.store import (
     sessions,
     write_lock,
 )
+from kraft.exec.base import log_file
 from kraft.spec.models import JobSpec, TenantSpec
 
 Id = Annotated[int, PathParam(ge=1, le=2**62, description="a positive id")]
@@ -95,27 +97,20 @@ def _out(row: JobRow) -> JobOut:
 
 
 def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05) -> FastAPI:
-    """`plane`: the ControlPlane whose loop runs in a background thread while serving."""
+    """`plane`: the ControlPlane whose loop runs in a background thread while serving (None:
+    the loop runs elsewhere, e.g. in its own process; see `kraft.control.service`)."""
     Session = sessions(engine)
     intake = Intake(engine)  # submissions, by group commit
     stop = threading.Event()
 
-    def loop():
-        while not stop.is_set():
-            try:
-                plane.step()
-            except Exception:  # keep serving; the error is logged with its traceback
-                import logging
-
-                logging.getLogger("kraft.service").exception("scheduling step failed")
-            stop.wait(tick_s)
 
     @asynccontextmanager
     async def lifespan(_app):
         thread = None
         if plane is not None:
             plane.recover(time.time())
-            thread = threading.Thread(target=loop, name="kraft-loop", daemon=True)
+            thread = threading.Thread(target=run_loop, args=(plane, stop, tick_s),
+                                      name="kraft-loop", daemon=True)
             thread.start()
         yield
         await intake.close()
@@ -229,9 +224,9 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05) -> Fast
             row = own(s, job_id, who)
             audit(s, who, "job.logs", str(job_id), request)
             s.commit()
-        if row.attempt == 0 or plane is None:
+        if row.attempt == 0:
             return ""
-        path = plane.executor.log_path(job_id, row.attempt)
+        path = log_file(data_dir / "runs", job_id, row.attempt)
         if not path.exists():
             return ""
         with path.open("rb") as f:

@@ -80,7 +80,40 @@ def serve(
         plane = ControlPlane(fleet_spec, engine, data_dir / "runs", policy)
     except ValueError as e:
         _fail(str(e))
-    uvicorn.run(create_app(engine, data_dir, plane), host=host, port=port, log_level="warning")
+    if engine.dialect.name == "sqlite":  # one writer per file: the loop is a thread here
+        uvicorn.run(create_app(engine, data_dir, plane), host=host, port=port,
+                    log_level="warning")
+        return
+    # PostgreSQL: the loop in its own process, the API in this one (each with its own GIL)
+    import multiprocessing
+    import os
+    import signal
+    import threading
+
+    from kraft.control.service import loop_process
+
+    del plane  # built above only to check the fleet's executors before serving
+    child = multiprocessing.get_context("spawn").Process(
+        target=loop_process, name="kraft-loop", daemon=True,
+        args=(fleet_spec.model_dump(mode="json", by_alias=True), engine.url.render_as_string(
+            hide_password=False), str(data_dir / "runs"), policy, os.getpid()))
+    child.start()
+    stopping = threading.Event()
+
+    def watch():  # a service whose loop died must not go on accepting work: stop serving
+        child.join()
+        if not stopping.is_set():
+            err.print(f"[bold red]error:[/] the scheduling loop exited ({child.exitcode}); "
+                      "stopping")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        uvicorn.run(create_app(engine, data_dir), host=host, port=port, log_level="warning")
+    finally:
+        stopping.set()
+        child.terminate()
+        child.join(timeout=10)
 
 
 @tenant_app.command("create")

@@ -12,6 +12,8 @@ succeeded | failed | cancelled; running -> preempted -> admitted; pending -> rej
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -289,3 +291,35 @@ class ControlPlane:
         s.commit()
         for c in changed:
             self.written_reason[c["job_id"]] = c["new_reason"]
+
+
+def run_loop(plane: ControlPlane, stop: threading.Event, tick_s: float) -> None:
+    """The scheduling loop: one step every `tick_s` until `stop` is set."""
+    while not stop.is_set():
+        try:
+            plane.step()
+        except Exception:  # keep going; the error is logged with its traceback
+            log.exception("scheduling step failed")
+        stop.wait(tick_s)
+
+
+def loop_process(fleet: dict, db_url: str, runs_dir: str, policy: str, parent_pid: int,
+                 tick_s: float = 0.05) -> None:
+    """The loop in a process of its own, next to the API process (on PostgreSQL, which takes
+    writers from several processes): the API then has a CPU and a GIL to itself. It dies with
+    its parent (a killed `kraft serve` must not leave a loop behind that a restart would run a
+    second time), and stops cleanly on SIGTERM."""
+    import ctypes
+    import signal
+
+    from kraft.control.store import make_engine
+
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        return
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    plane = ControlPlane(FleetSpec.model_validate(fleet), make_engine(db_url), Path(runs_dir),
+                         policy)
+    plane.recover(time.time())
+    run_loop(plane, stop, tick_s)

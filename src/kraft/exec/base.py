@@ -37,6 +37,11 @@ def launcher_env(req: RunRequest, rank: int, master_addr: str) -> dict[str, str]
             "WORLD_SIZE": str(len(req.ranks)), "RANK": str(rank)}
 
 
+def log_file(work_dir: Path, job_id: int, attempt: int) -> Path:
+    """Where every executor leaves an attempt's log (the API reads it from here)."""
+    return work_dir / "logs" / f"{job_id}.{attempt}.log"
+
+
 class ExitFiles:
     """Logs and exit statuses in files under `work_dir`, written by `kraft.exec.runner` around
     each rank's command, so that a restarted control plane learns how a rank it did not see
@@ -48,7 +53,7 @@ class ExitFiles:
         (work_dir / "exit").mkdir(parents=True, exist_ok=True)
 
     def log_path(self, job_id: int, attempt: int) -> Path:
-        return self.work_dir / "logs" / f"{job_id}.{attempt}.log"
+        return log_file(self.work_dir, job_id, attempt)
 
     def exit_file(self, job_id: int, attempt: int, rank: int) -> Path:
         return self.work_dir / "exit" / f"{job_id}.{attempt}.{rank}"
