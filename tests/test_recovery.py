@@ -143,3 +143,22 @@ def test_cli_end_to_end(live, tmp_path):
     assert "succeeded" in kraft("jobs", env=env).stdout
     bad = kraft("submit", str(spec), env={**env, "KRAFT_TOKEN": "kt_wrong"}, check=False)
     assert bad.returncode == 2 and "401" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # SQLite: a thread
+def test_serve_stops_when_its_loop_process_dies(live):
+    """On PostgreSQL the loop is a child process: if it dies, the service stops instead of
+    accepting work nobody schedules."""
+    server, client, _, _, _ = live
+    proc = server()
+    deadline = time.time() + 10
+    loops = []
+    while not loops and time.time() < deadline:  # the child that is not the resource tracker
+        kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        loops = [int(k) for k in kids
+                 if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]
+        time.sleep(0.1)
+    assert loops, "no loop process under kraft serve"
+    os.kill(loops[0], signal.SIGKILL)
+    assert proc.wait(timeout=15) is not None
+    assert b"the scheduling loop exited" in proc.stdout.read()
