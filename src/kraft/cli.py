@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from kraft.infer.cli import infer_app
 from kraft.sched.policy import REGISTRY, make_policy
 from kraft.sched.scheduler import SchedulerConfig
 from kraft.sim.traces import Trace, TraceError, load_trace
@@ -27,6 +28,7 @@ trace_app = typer.Typer(help="Job traces: convert and inspect.", no_args_is_help
 app.add_typer(trace_app, name="trace")
 report_app = typer.Typer(help="Reports from simulation results.", no_args_is_help=True)
 app.add_typer(report_app, name="report")
+app.add_typer(infer_app, name="infer")
 console = Console(width=max(shutil.get_terminal_size((170, 24)).columns, 120))
 err = Console(stderr=True)
 

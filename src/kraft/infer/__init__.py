@@ -1,0 +1,1 @@
+"""Inference services: the latency model (more to come: simulation, routing, autoscaling)."""
