@@ -185,3 +185,18 @@ def test_one_batch_sorts_out_tokens_and_retries(db_url, tmp_path):
             ("a", "k"), ("a", "n"), ("b", "k"), ("a", None), ("a", None)]
         assert all(r.spec["tenant"] == r.tenant for r in rows)
     engine.dispose()
+
+
+def test_local_executor_finds_only_its_own_runners(tmp_path):
+    """Two deployments on one machine both have a job 1: each finds only its own process."""
+    from kraft.exec.base import Rank, RunRequest
+
+    mine, theirs = LocalExecutor(tmp_path / "a"), LocalExecutor(tmp_path / "b")
+    req = RunRequest(1, 1, ("sleep", "30"), (Rank("n0", (0,)),))
+    pids = theirs.start(req)
+    try:
+        assert theirs.find(req) == pids
+        assert mine.find(req) == []
+        assert not mine.status(req, pids).running  # and never stops or adopts theirs
+    finally:
+        theirs.stop(req, pids)

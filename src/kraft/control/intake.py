@@ -105,10 +105,12 @@ class Intake:
                     select(jobs.c.tenant, jobs.c.idempotency_key, jobs.c.id)
                     .where(tuple_(jobs.c.tenant, jobs.c.idempotency_key).in_(keys))).all()}
             now, now_s = utcnow(), time.time()
-            results: list[Accepted] = []
-            new_rows: list[dict] = []
-            new_results: list[Accepted] = []
-            first_in_batch: dict[tuple[str, str], Accepted] = {}
+            # Per submit: an Accepted, or (created, i) for the i-th new row; a retry of a key
+            # first seen in this same batch is (False, i): the first one's job, answered 200.
+            results: list[Accepted | tuple[bool, int]] = []
+            rows: list[dict] = []
+            addresses: list[str] = []
+            row_of_key: dict[tuple[str, str], int] = {}
             for item in batch:
                 tenant = tenant_of.get(item.token_hash)
                 key = (tenant, item.idempotency_key)
@@ -116,38 +118,28 @@ class Intake:
                     results.append(Accepted(None))
                 elif item.idempotency_key and key in known:
                     results.append(Accepted(tenant, known[key]))
-                elif item.idempotency_key and key in first_in_batch:
-                    results.append(first_in_batch[key])  # the same retry twice in one batch
+                elif item.idempotency_key and key in row_of_key:
+                    results.append((False, row_of_key[key]))
                 else:
-                    accepted = Accepted(tenant, created=True, submitted_at=now)
-                    results.append(accepted)
-                    new_results.append(accepted)
                     if item.idempotency_key:
-                        first_in_batch[key] = accepted
-                    new_rows.append(dict(
+                        row_of_key[key] = len(rows)
+                    results.append((True, len(rows)))
+                    addresses.append(item.address)
+                    rows.append(dict(
                         tenant=tenant, idempotency_key=item.idempotency_key, name=item.name,
                         spec={**item.spec, "tenant": tenant}, state="pending", reason=WAITING,
                         attempt=0, cancel_requested=False, submitted_at=now,
-                        submitted_s=now_s, address=item.address))
-            if new_rows:
+                        submitted_s=now_s))
+            ids: list[int] = []
+            if rows:
                 ids = conn.execute(
-                    insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True),
-                    [{k: v for k, v in r.items() if k != "address"} for r in new_rows],
+                    insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True), rows,
                 ).scalars().all()
-                for accepted, job_id in zip(new_results, ids):
-                    accepted.job_id = job_id
                 conn.execute(insert(EventRow.__table__), [
                     dict(job_id=i, at=now, from_state="", to_state="pending", detail="submitted")
                     for i in ids])
                 conn.execute(insert(AuditRow.__table__), [
                     dict(at=now, actor=r["tenant"], action="job.submit", target=str(i),
-                         address=r["address"]) for r, i in zip(new_rows, ids)])
-        # A same-batch retry shares the first one's Accepted, but answers 200, not 201.
-        seen: set[int] = set()
-        out = []
-        for a in results:
-            if a.created and a.job_id in seen:
-                a = Accepted(a.tenant, a.job_id, created=False)
-            seen.add(a.job_id)
-            out.append(a)
-        return out
+                         address=address) for r, i, address in zip(rows, ids, addresses)])
+        return [r if isinstance(r, Accepted)
+                else Accepted(rows[r[1]]["tenant"], ids[r[1]], r[0], now) for r in results]

@@ -32,7 +32,7 @@ class LocalExecutor(ExitFiles):
         return pids
 
     def status(self, req: RunRequest, handles: list[int]) -> RunStatus:
-        status, stop = self.gang_status(req, [_alive(p, req.job_id, req.attempt)
+        status, stop = self.gang_status(req, [self._alive(p, req)
                                               for p in handles])
         if stop:
             self.stop(req, handles)
@@ -40,22 +40,30 @@ class LocalExecutor(ExitFiles):
 
     def stop(self, req: RunRequest, handles: list[int]) -> None:
         for pid in handles:
-            if _alive(pid, req.job_id, req.attempt):
+            if self._alive(pid, req):
                 try:
                     os.killpg(pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
 
     def find(self, req: RunRequest) -> list[int]:
-        return [pid for pid in _runner_pids() if _alive(pid, req.job_id, req.attempt)]
+        return [pid for pid in _runner_pids() if self._alive(pid, req)]
+
+    def _alive(self, pid: int, req: RunRequest) -> bool:
+        # the runner's argv up to its exit file: job id, attempt and this work folder, so
+        # another Kraft on the same machine with the same job id is never taken for ours
+        want = self.runner_argv(req, 0, "")[1:9]
+        want[-1] = str(self.exit_file(req.job_id, req.attempt, 0))[:-1]  # any rank
+        return _alive(pid, [w.encode() for w in want])
 
 
 def _runner_pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
-def _alive(pid: int, job_id: int, attempt: int) -> bool:
-    """True if `pid` is this job attempt's runner (not a recycled pid), and not a zombie."""
+def _alive(pid: int, want: list[bytes]) -> bool:
+    """True if `pid` runs `python` + `want` (not a recycled pid), and is not a zombie; the last
+    item of `want` is a prefix (the exit file without its rank)."""
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -67,6 +75,5 @@ def _alive(pid: int, job_id: int, attempt: int) -> bool:
         except ChildProcessError:
             pass
         return False
-    want = [b"kraft.exec.runner", b"--job-id", str(job_id).encode(), b"--attempt",
-            str(attempt).encode()]
-    return cmd[1:7] == [b"-m", *want] if len(cmd) > 6 else False
+    args = cmd[1:1 + len(want)]
+    return len(args) == len(want) and args[:-1] == want[:-1] and args[-1].startswith(want[-1])

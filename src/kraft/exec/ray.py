@@ -72,7 +72,7 @@ class RayExecutor(ExitFiles):
             info = self.client.get_job_info(sid)
         except RuntimeError:  # Ray does not know it: lost (the head was restarted, say)
             return RunStatus(False, None, lost=True)
-        state = str(info.status).rsplit(".", 1)[-1]
+        state = _name(info.status)
         self._copy_logs(req, force=state not in LIVE)
         if state in LIVE:
             return RunStatus(True)
@@ -88,7 +88,12 @@ class RayExecutor(ExitFiles):
 
     def find(self, req: RunRequest) -> list[int]:
         try:
-            state = str(self.client.get_job_status(self.submission_id(req))).rsplit(".", 1)[-1]
+            state = _name(self.client.get_job_status(self.submission_id(req)))
         except RuntimeError:
             return []
         return list(range(len(req.ranks))) if state in LIVE else []
+
+
+def _name(status) -> str:
+    """A Ray JobStatus as its bare name ("RUNNING"), whatever the enum's str() looks like."""
+    return str(status).rsplit(".", 1)[-1]
