@@ -13,7 +13,7 @@ from kraft.infer.latency import MODELS, held_out_error, predict
 def test_held_out_calibration_error():
     err = held_out_error()
     assert err["decode"] < 0.15  # the target: median under 15 %
-    assert err["prefill"] < 0.17  # 15.5 % now, just above the target: guards against regress
+    assert err["prefill"] < 0.15
 
 
 @settings(max_examples=200, deadline=None)

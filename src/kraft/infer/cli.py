@@ -1,20 +1,29 @@
-"""`kraft infer …`: inference services (so far: the latency model)."""
+"""`kraft infer …`: the latency model and the request-level simulation of a service."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
-infer_app = typer.Typer(help="LLM inference: latency model.", no_args_is_help=True)
+infer_app = typer.Typer(help="LLM inference: latency model and service simulation.",
+                        no_args_is_help=True)
 console = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(2)
 
 
 @infer_app.command()
 def predict(
-    model: Annotated[str, typer.Option(help="llama-2-70b or bloom-176b")] = "llama-2-70b",
+    model: Annotated[str, typer.Option(help="built-in model: kraft infer models")] = "llama-2-70b",
     gpu: Annotated[str, typer.Option(help="GPU model from the catalog")] = "H100-SXM",
     tp: Annotated[int, typer.Option(min=1, max=64, help="tensor-parallel GPUs")] = 8,
     batch: Annotated[int, typer.Option(min=1, max=4096)] = 16,
@@ -28,11 +37,9 @@ def predict(
     from kraft.infer.latency import predict as predict_latency
 
     if model not in MODELS:
-        console.print(f"[bold red]error:[/] --model {model!r}: one of {', '.join(MODELS)}")
-        raise typer.Exit(2)
+        _fail(f"--model {model!r}: one of {', '.join(MODELS)}")
     if gpu not in CATALOG:
-        console.print(f"[bold red]error:[/] --gpu {gpu!r}: one of {', '.join(CATALOG)}")
-        raise typer.Exit(2)
+        _fail(f"--gpu {gpu!r}: one of {', '.join(CATALOG)}")
     out = predict_latency(model, gpu, tp, batch, prompt, output)
     if as_json:
         print(json.dumps({k: round(v, 3) for k, v in out.items()}))
@@ -40,3 +47,101 @@ def predict(
     console.print(f"{model} on {tp} x {gpu}, batch {batch}, prompt {prompt}: prefill "
                   f"{out['prefill_ms']:.1f} ms, decode {out['decode_ms_per_token']:.2f} ms per "
                   f"token, {out['tokens_per_s']:,.0f} tokens/s")
+
+
+@infer_app.command()
+def models() -> None:
+    """The built-in models and their figures."""
+    from kraft.infer.latency import MODELS
+
+    for m in MODELS.values():
+        console.print(f"{m.name}: {m.params / 1e9:g} B parameters, {m.layers} layers, width "
+                      f"{m.hidden}, KV {m.kv_bytes_per_token:,.0f} B/token")
+
+
+@infer_app.command()
+def simulate(
+    service: Annotated[Optional[Path], typer.Option(
+        help="InferenceService YAML; without it, one is built from the options below")] = None,
+    trace: Annotated[str, typer.Option(
+        help="azure-conv-sample (bundled), azure-conv, azure-code, mooncake-conversation, "
+             "mooncake-synthetic, or a .csv/.jsonl file")] = "azure-conv-sample",
+    fleet: Annotated[str, typer.Option(help="bundled fleet name or YAML")] = "nordic-federation",
+    model: Annotated[str, typer.Option(help="a built-in model")] = "llama-2-70b",
+    gpu: Annotated[str, typer.Option()] = "H100-SXM",
+    tp: Annotated[int, typer.Option(min=1, max=72)] = 8,
+    ttft_ms: Annotated[float, typer.Option(min=1)] = 2000.0,
+    tpot_ms: Annotated[float, typer.Option(min=1)] = 100.0,
+    percentile: Annotated[float, typer.Option(min=1, max=100)] = 99.0,
+    region: Annotated[str, typer.Option(help="the users' region (fleet latency_ms keys)")] =
+    "eu-north",
+    replicas: Annotated[Optional[int], typer.Option(
+        min=1, help="replicas (at start); default: the service's, or 4")] = None,
+    max_replicas: Annotated[int, typer.Option(min=1, help="autoscaler's bound")] = 64,
+    autoscale: Annotated[bool, typer.Option(help="scale replicas with load")] = False,
+    router: Annotated[str, typer.Option(
+        help="round-robin, least-outstanding or slo-aware")] = "slo-aware",
+    rate_scale: Annotated[float, typer.Option(min=0.001, help="arrivals X times as fast")] = 1.0,
+    data_dir: Annotated[Optional[Path], typer.Option(
+        envvar="KRAFT_DATA_DIR", help="shared data folder holding inference/")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Simulate a service on a request trace: SLO attainment, TTFT and TPOT percentiles,
+    GPU-hours, energy and carbon per 1,000 tokens."""
+    from pydantic import ValidationError
+
+    from kraft.cli import _data_dir
+    from kraft.infer.requests import RequestTraceError, load_requests
+    from kraft.infer.routing import ROUTERS
+    from kraft.infer.sim import PlacementError
+    from kraft.infer.sim import simulate as run
+    from kraft.spec.inference import InferenceServiceSpec
+    from kraft.spec.load import SpecError, format_validation_error, load_fleet, load_yaml
+
+    if router not in ROUTERS:
+        _fail(f"--router {router!r}: one of {', '.join(ROUTERS)}")
+    try:
+        fleet_spec = load_fleet(fleet)
+        if service is not None:
+            spec = load_yaml(service, InferenceServiceSpec)
+        else:
+            spec = InferenceServiceSpec(
+                name=f"{model}-tp{tp}", model=model, gpu=gpu, tp=tp, region=region,
+                slo={"ttft_ms": ttft_ms, "tpot_ms": tpot_ms, "percentile": percentile},
+                replicas={"min": 1, "max": max_replicas, "initial": replicas or 4})
+        requests = load_requests(trace, _data_dir(data_dir))
+        if rate_scale != 1.0:
+            requests = requests.scaled(rate_scale)
+        with console.status(f"simulating {len(requests):,} requests"):
+            result = run(spec, fleet_spec, requests, router, replicas, autoscale or None)
+    except ValidationError as e:
+        _fail(format_validation_error("options", e))
+    except (SpecError, RequestTraceError, PlacementError) as e:
+        _fail(str(e))
+    f = result.figures
+    if as_json:
+        print(json.dumps(f))
+        return
+    table = Table(title=f"{f['service']} on {f['trace']} ({f['requests']:,} requests, "
+                        f"{f['router']})")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    rows = [
+        ("SLO attainment", f"{f['slo_attainment']:.2%} ({'met' if f['slo_met'] else 'MISSED'}"
+                           f" at p{spec.slo.percentile:g})"),
+        ("TTFT p50 / p90 / p99 ms", " / ".join(f"{v:,.0f}" for v in f["ttft_ms"].values())),
+        ("TPOT p50 / p90 / p99 ms", " / ".join(f"{v:,.1f}" for v in f["tpot_ms"].values())),
+        ("refused (residency) / too long", f"{f['refused']} / {f['too_long']}"),
+        ("replicas start / peak", f"{f['replicas_start']} / {f['replicas_peak']}"),
+        ("replicas added / removed", f"{f['replicas_added']} / {f['replicas_removed']}"),
+        ("GPU-hours", f"{f['gpu_hours']:,.1f}"),
+        ("energy kWh (facility)", f"{f['energy_kwh']:,.1f}"),
+        ("Wh per 1,000 tokens", f"{f['energy_wh_per_1k_tokens']:.2f}"),
+        ("gCO2e per 1,000 tokens (location)",
+         "n/a" if f["carbon_g_per_1k_tokens_location"] is None
+         else f"{f['carbon_g_per_1k_tokens_location']:.3f}"),
+        ("simulated in", f"{f['sim_wall_s']:.2f} s"),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
