@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, settings
 from kraft.control.api import add_tenant, create_app
 from kraft.control.auth import ensure_operator_token
 from kraft.control.store import make_engine, migrate, sessions
+from kraft.spec.load import load_fleet
 from kraft.spec.models import TenantSpec
 
 HOME = Path(tempfile.mkdtemp(prefix="kraft-fuzz-"))
@@ -19,7 +20,9 @@ OPERATOR = ensure_operator_token(HOME)
 with sessions(ENGINE)() as s:
     TENANT = add_tenant(s, TenantSpec(name="fuzz")).token
     s.commit()
-APP = create_app(ENGINE, HOME)  # the API alone: the loop is not needed to answer requests
+# The API alone: the loop is not needed to answer requests. With a fleet, the inference
+# gateway's routes answer too.
+APP = create_app(ENGINE, HOME, fleet=load_fleet("local"))
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 

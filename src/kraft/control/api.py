@@ -31,7 +31,9 @@ from kraft.control.store import (
     write_lock,
 )
 from kraft.exec.base import log_file
-from kraft.spec.models import JobSpec, TenantSpec
+from kraft.infer.api import add_inference_routes
+from kraft.infer.live import Gateway
+from kraft.spec.models import FleetSpec, JobSpec, TenantSpec
 
 Id = Annotated[int, PathParam(ge=1, le=2**62, description="a positive id")]
 Limit = Annotated[int, Query(ge=1, le=10_000)]
@@ -96,12 +98,16 @@ def _out(row: JobRow) -> JobOut:
                   finished_at=_iso(row.finished_at))
 
 
-def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05) -> FastAPI:
+def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
+               fleet: FleetSpec | None = None) -> FastAPI:
     """`plane`: the ControlPlane whose loop runs in a background thread while serving (None:
-    the loop runs elsewhere, e.g. in its own process; see `kraft.control.service`)."""
+    the loop runs elsewhere, e.g. in its own process; see `kraft.control.service`). `fleet`
+    (default: the plane's) lets the inference gateway map replicas to sites."""
     Session = sessions(engine)
     intake = Intake(engine)  # submissions, by group commit
     stop = threading.Event()
+    fleet = fleet or (plane.cluster.fleet if plane is not None else None)
+    gateway = Gateway(engine, fleet) if fleet is not None else None
 
 
     @asynccontextmanager
@@ -112,7 +118,11 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05) -> Fast
             thread = threading.Thread(target=run_loop, args=(plane, stop, tick_s),
                                       name="kraft-loop", daemon=True)
             thread.start()
+        if gateway is not None:
+            await gateway.start()
         yield
+        if gateway is not None:
+            await gateway.close()
         await intake.close()
         stop.set()
         if thread is not None:
@@ -260,6 +270,7 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05) -> Fast
             return [{"at": _iso(r.at), "actor": r.actor, "action": r.action,
                      "target": r.target, "address": r.address} for r in rows]
 
+    add_inference_routes(app, engine, Tenant, audit, gateway)
     return app
 
 

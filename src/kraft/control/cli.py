@@ -109,7 +109,8 @@ def serve(
 
     threading.Thread(target=watch, daemon=True).start()
     try:
-        uvicorn.run(create_app(engine, data_dir), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(engine, data_dir, fleet=fleet_spec), host=host, port=port,
+                    log_level="warning")
     finally:
         stopping.set()
         child.terminate()
@@ -124,6 +125,7 @@ def tenant_create(
     quota_gpus: Optional[int] = None,
     weight: float = 1.0,
     jurisdictions: Annotated[Optional[str], typer.Option(help="comma-separated, e.g. EEA")] = None,
+    countries: Annotated[Optional[str], typer.Option(help="comma-separated, e.g. NO,SE")] = None,
     data_dir: DataDir = DEFAULT_HOME,
     db: Db = None,
 ) -> None:
@@ -139,7 +141,8 @@ def tenant_create(
         spec = TenantSpec(name=name, tier=tier, reserved_gpus=reserved_gpus,
                           quota_gpus=quota_gpus, weight=weight,
                           residency={"jurisdictions": jurisdictions.split(",")
-                                     if jurisdictions else []})
+                                     if jurisdictions else [],
+                                     "countries": countries.split(",") if countries else []})
     except ValidationError as e:
         _fail(format_validation_error("tenant", e))
     with sessions(_engine(data_dir, db))() as s:

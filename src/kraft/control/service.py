@@ -25,6 +25,7 @@ from kraft.cluster.state import ClusterState, Placement
 from kraft.control.store import EventRow, JobRow, TenantRow, sessions, utcnow, write_lock
 from kraft.exec.base import Executor, Rank, RunRequest
 from kraft.exec.router import make_executor
+from kraft.infer.live import reconcile_services
 from kraft.sched.job import Job, TenantState
 from kraft.sched.policy import make_policy
 from kraft.sched.scheduler import Scheduler
@@ -52,6 +53,7 @@ class ControlPlane:
         self.gpus_used: dict[int, set[int]] = defaultdict(set)  # node -> GPU indices in use
         self.written_reason: dict[int, str] = {}  # last reason stored, per waiting job
         self.reasons_at = 0.0
+        self.services_at = 0.0
 
     # ---- bookkeeping helpers ---------------------------------------------------------------
 
@@ -101,7 +103,8 @@ class ControlPlane:
     def _request(row: JobRow) -> RunRequest:
         spec = JobSpec.model_validate(row.spec)
         ranks = tuple(Rank(r["node"], tuple(r["gpus"])) for r in row.placement or [])
-        return RunRequest(row.id, row.attempt, tuple(spec.command or ()), ranks)
+        return RunRequest(row.id, row.attempt, tuple(spec.command or ()), ranks,
+                          dict(spec.env))
 
     # ---- recovery --------------------------------------------------------------------------
 
@@ -164,6 +167,10 @@ class ControlPlane:
     def step(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
         with write_lock(self.engine), self.Session() as s:
+            if now - self.services_at >= 0.25:  # replica counts: a quarter second is fresh
+                self.services_at = now
+                if reconcile_services(s, now):
+                    s.commit()
             self._ingest(s, now)
             self._cancels(s, now)
             self._poll(s, now)
@@ -203,7 +210,8 @@ class ControlPlane:
         rows = s.scalars(select(JobRow).where(JobRow.cancel_requested.is_(True),
                                               JobRow.state.not_in(FINAL))).all()
         for row in rows:
-            self._move(s, row, "cancelled", "cancelled by the tenant")
+            self._move(s, row, "cancelled", "drained and stopped: scaled down" if row.draining
+                       else "cancelled by the tenant")
             row.finished_at = utcnow()
             s.commit()  # recorded before acting
             if row.id in self.runs:

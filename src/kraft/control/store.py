@@ -1,4 +1,4 @@
-"""The database: tenants, tokens, jobs, their event log, and the audit log.
+"""The database: tenants, tokens, jobs, their event log, inference services, the audit log.
 
 SQLite by default (a file in the data directory), PostgreSQL with a postgresql:// URL; the
 schema is created and upgraded by Alembic (migrations/). Every job state change is written here
@@ -72,6 +72,24 @@ class JobRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     submitted_s: Mapped[float] = mapped_column(Float, default=0.0)
+    # An inference replica: its service, and whether the gateway is draining it to stop.
+    service_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    draining: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ServiceRow(Base):
+    """An InferenceService. The gateway sets `desired_replicas` (autoscaler); the scheduling
+    loop keeps that many replica jobs alive (kraft.infer.live)."""
+
+    __tablename__ = "services"
+    __table_args__ = (UniqueConstraint("tenant", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(ForeignKey("tenants.name"))
+    name: Mapped[str] = mapped_column(String(200))
+    spec: Mapped[dict] = mapped_column(JSON)  # InferenceServiceSpec as JSON
+    desired_replicas: Mapped[int] = mapped_column(Integer)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class EventRow(Base):

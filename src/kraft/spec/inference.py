@@ -78,6 +78,9 @@ class InferenceServiceSpec(_Strict):
     region: str | None = Field(None, description="where the users are, for network latency")
     command: list[str] | None = Field(
         None, description="starts one replica, e.g. [vllm, serve, ...]; Kraft sets PORT")
+    router: Literal["round-robin", "least-outstanding", "slo-aware"] = "least-outstanding"
+    shared: bool = Field(False, description="other tenants may call it (their residency "
+                                            "still decides which replicas serve them)")
 
     @field_validator("gpu")
     @classmethod

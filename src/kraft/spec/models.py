@@ -279,6 +279,8 @@ class JobSpec(_Strict):
     preemptible: bool = True
     flex_window_s: float = Field(0.0, ge=0, description="may start this long after submit")
     command: list[str] | None = None
+    env: dict[str, str] = Field(default_factory=dict, max_length=200,
+                                description="extra environment of the job's processes")
 
     @field_validator("gpu_model")
     @classmethod

@@ -1,0 +1,289 @@
+"""Live inference services: replicas are jobs; the gateway routes, scales and drains.
+
+Two halves, talking only through the database, so each may live in its own process:
+
+- `reconcile_services` runs in the scheduling loop (the one writer of job states): it keeps
+  `desired_replicas` replica jobs of every service alive by submitting new ones. A replica job
+  is a plain gang of `tp` GPUs running the service's command with `PORT` set, scheduled by the
+  same scheduler as training (not preemptible; within a reserved tenant's reservation it may
+  preempt spot training, as any reserved job does).
+- `Gateway` runs in the API process: it finds the running replicas, probes `/health` until
+  each answers, forwards OpenAI-style requests to one chosen by the shared router
+  (kraft.infer.routing) among those on sites the caller's residency allows, counts requests in
+  flight, and runs the shared autoscaler (kraft.infer.autoscale). Scale-down marks a replica
+  draining (no new requests), waits until nothing is in flight, then asks the loop to stop
+  it, so no request fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import httpx
+from sqlalchemy import func, select
+
+from kraft.cluster.state import ClusterState
+from kraft.control.store import JobRow, ServiceRow, TenantRow, sessions, utcnow, write_lock
+from kraft.infer.autoscale import ScaleInput, desired_replicas
+from kraft.infer.latency import ReplicaTiming, llm_model
+from kraft.infer.routing import make_router
+from kraft.spec.inference import InferenceServiceSpec
+from kraft.spec.models import FleetSpec, JobSpec, ResidencySpec, TenantSpec
+
+FINAL = ("succeeded", "failed", "cancelled", "rejected")
+PORT_BASE, PORT_SPAN = 30000, 20000
+
+
+def replica_port(job_id: int) -> int:
+    return PORT_BASE + job_id % PORT_SPAN
+
+
+def reconcile_services(s, now_s: float) -> int:
+    """Submit replica jobs until every live service has `desired_replicas` that are not
+    draining. Returns how many were submitted. The caller commits."""
+    alive = (select(JobRow.service_id, func.count())
+             .where(JobRow.service_id.is_not(None), JobRow.state.not_in(FINAL),
+                    JobRow.draining.is_(False), JobRow.cancel_requested.is_(False))
+             .group_by(JobRow.service_id))
+    have = dict(s.execute(alive).all())
+    made = 0
+    for svc in s.scalars(select(ServiceRow).where(ServiceRow.deleted.is_(False))):
+        spec = InferenceServiceSpec.model_validate(svc.spec)
+        for _ in range(svc.desired_replicas - have.get(svc.id, 0)):
+            row = JobRow(tenant=svc.tenant, name=f"{svc.name}-replica", spec={},
+                         state="pending", reason="waiting: just submitted", attempt=0,
+                         submitted_at=utcnow(), submitted_s=now_s, service_id=svc.id)
+            s.add(row)
+            s.flush()  # the id picks the port
+            row.spec = JobSpec(
+                name=row.name, tenant=svc.tenant, gpus=spec.tp, gpu_model=spec.gpu,
+                command=spec.command, preemptible=False,
+                env={"PORT": str(replica_port(row.id)), "KRAFT_SERVICE": svc.name},
+            ).model_dump(mode="json")
+            made += 1
+    return made
+
+
+@dataclass
+class LiveReplica:
+    job_id: int
+    site: str
+    url: str
+    outstanding: int = 0
+    ready: bool = False
+    draining: bool = False
+    stop_asked: bool = False
+
+    timing: ReplicaTiming | None = None
+
+    def predicted_ttft_ms(self, prompt_tokens: int, now_s: float) -> float:
+        """The live engine's queue is not visible: each request in flight ahead is taken to
+        cost one prefill of this prompt's size, by the service's latency model."""
+        one = self.timing.prefill_ms(prompt_tokens, prompt_tokens ** 2) if self.timing else 1
+        return (self.outstanding + 1) * one
+
+
+@dataclass
+class LiveService:
+    row_id: int
+    tenant: str
+    name: str
+    spec: InferenceServiceSpec
+    desired: int
+    deleted: bool
+    replicas: dict[int, LiveReplica] = field(default_factory=dict)
+    starting: int = 0  # replica jobs not yet running
+    last_change_s: float = 0.0
+    next_scale_s: float = 0.0
+    outcomes: deque = field(default_factory=deque)  # (finished at, met the SLO)
+    router: object = None
+    timing: ReplicaTiming | None = None
+
+
+class RoutingError(Exception):
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+class Gateway:
+    def __init__(self, engine, fleet: FleetSpec, refresh_s: float = 0.25):
+        self.engine, self.Session = engine, sessions(engine)
+        cluster = ClusterState(fleet)
+        self.site_of_node = {name: cluster.pools[cluster.node_pool[i]].site
+                             for i, name in enumerate(cluster.node_name)}
+        self.sites = {site.name: site for site in fleet.sites}
+        self.local = {site.name for site in fleet.sites if site.executor.kind == "local"}
+        self.services: dict[int, LiveService] = {}  # by the service row's id
+        self.refresh_s = refresh_s
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=2))
+        self._task: asyncio.Task | None = None
+        self.changed = asyncio.Event()
+
+    # ---- state from the database, health, scaling: one background task ------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+        await self.client.aclose()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self._refresh)
+                await self._probe()
+                await asyncio.to_thread(self._scale_and_drain, time.time())
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep serving; logged
+                import logging
+
+                logging.getLogger("kraft.gateway").exception("gateway step failed")
+            self.changed.set()
+            self.changed = asyncio.Event()
+            await asyncio.sleep(self.refresh_s)
+
+    def _refresh(self) -> None:
+        with self.Session() as s:
+            rows = s.scalars(select(ServiceRow)).all()
+            jobs = s.scalars(select(JobRow).where(JobRow.service_id.is_not(None),
+                                                  JobRow.state.not_in(FINAL))).all()
+        by_id = {}
+        for row in rows:
+            svc = self.services.get(row.id)
+            if svc is None:
+                spec = InferenceServiceSpec.model_validate(row.spec)
+                svc = LiveService(row.id, row.tenant, row.name, spec, row.desired_replicas,
+                                  row.deleted, last_change_s=time.time(),
+                                  router=make_router(spec.router, spec.slo.ttft_ms),
+                                  timing=ReplicaTiming(llm_model(spec.model), spec.gpu, spec.tp))
+                self.services[row.id] = svc
+            svc.name, svc.desired, svc.deleted = row.name, row.desired_replicas, row.deleted
+            svc.starting = 0
+            by_id[row.id] = svc
+        seen: dict[int, set[int]] = {sid: set() for sid in by_id}
+        for job in jobs:
+            svc = by_id.get(job.service_id)
+            if svc is None:
+                continue
+            if job.state != "running" or not job.placement:
+                svc.starting += 1
+                continue
+            seen[svc.row_id].add(job.id)
+            rep = svc.replicas.get(job.id)
+            if rep is None:
+                node = job.placement[0]["node"]
+                site = self.site_of_node[node]
+                host = "127.0.0.1" if site.name in self.local else node
+                rep = svc.replicas[job.id] = LiveReplica(
+                    job.id, site.name, f"http://{host}:{job.spec['env']['PORT']}",
+                    timing=svc.timing)
+            rep.draining = rep.draining or job.draining or job.cancel_requested
+        for sid, svc in by_id.items():
+            for job_id in list(svc.replicas):
+                if job_id not in seen[sid]:
+                    del svc.replicas[job_id]  # ended: drained, cancelled or failed
+
+    async def _probe(self) -> None:
+        async def one(rep: LiveReplica) -> None:
+            try:
+                rep.ready = (await self.client.get(f"{rep.url}/health", timeout=1)).is_success
+            except httpx.HTTPError:
+                rep.ready = False
+        await asyncio.gather(*(one(r) for svc in self.services.values()
+                               for r in svc.replicas.values() if not r.ready))
+
+    def _scale_and_drain(self, now_s: float) -> None:
+        for svc in self.services.values():
+            active = [r for r in svc.replicas.values() if not r.draining]
+            if svc.deleted:
+                want = 0
+            elif svc.spec.autoscale.enabled and now_s >= svc.next_scale_s:
+                svc.next_scale_s = now_s + svc.spec.autoscale.interval_s
+                while svc.outcomes and svc.outcomes[0][0] < now_s - svc.spec.autoscale.window_s:
+                    svc.outcomes.popleft()
+                met = [m for _, m in svc.outcomes]
+                x = ScaleInput(now_s, len(active) + svc.starting,
+                               sum(r.outstanding for r in active),
+                               sum(met) / len(met) if met else None,
+                               svc.spec.slo.percentile / 100, svc.last_change_s)
+                want = desired_replicas(svc.spec.autoscale, svc.spec.replicas, x)
+            else:
+                want = svc.desired
+            current = len(active) + svc.starting
+            if want != svc.desired or want < current:
+                self._apply(svc, want, current, active, now_s)
+            for rep in svc.replicas.values():
+                if rep.draining and rep.outstanding == 0 and not rep.stop_asked:
+                    self._stop(rep)
+
+    def _apply(self, svc: LiveService, want: int, current: int, active, now_s: float) -> None:
+        victims = []
+        if want < current:  # drain the least busy ready replicas, idle ones first
+            victims = sorted(active, key=lambda r: (r.outstanding, -r.job_id))[:current - want]
+        with write_lock(self.engine), self.Session() as s:
+            row = s.get(ServiceRow, svc.row_id)
+            row.desired_replicas = want
+            for rep in victims:
+                s.get(JobRow, rep.job_id).draining = True
+            s.commit()
+        for rep in victims:
+            rep.draining = True
+        if want != svc.desired:
+            svc.last_change_s = now_s
+        svc.desired = want
+
+    def _stop(self, rep: LiveReplica) -> None:
+        with write_lock(self.engine), self.Session() as s:
+            s.get(JobRow, rep.job_id).cancel_requested = True
+            s.commit()
+        rep.stop_asked = True
+
+    # ---- requests ---------------------------------------------------------------------------
+
+    def residency(self, tenant: str) -> ResidencySpec:
+        with self.Session() as s:
+            row = s.get(TenantRow, tenant)
+        return TenantSpec.model_validate(row.spec).residency if row else ResidencySpec()
+
+    def find(self, caller: str, name: str) -> LiveService:
+        """The caller's own service of that name, else a shared one."""
+        found = sorted((v.tenant != caller, v.row_id) for v in self.services.values()
+                       if v.name == name and not v.deleted
+                       and (v.tenant == caller or v.spec.shared))
+        if not found:
+            raise RoutingError(404, f"no service {name!r} (the request's 'model')")
+        return self.services[found[0][1]]
+
+    def by_name(self, tenant: str, name: str) -> LiveService | None:
+        return next((v for v in self.services.values()
+                     if v.tenant == tenant and v.name == name), None)
+
+    async def pick(self, svc: LiveService, residency: ResidencySpec, prompt_tokens: int,
+                   wait_s: float = 30.0) -> LiveReplica:
+        """A ready replica on a site the caller may use; waits while replicas start."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            live = [r for r in svc.replicas.values() if r.ready and not r.draining]
+            sites = {r.site for r in svc.replicas.values()}
+            allowed = [r for r in live if residency.allows(self.sites[r.site])]
+            if allowed:
+                return svc.router.choose(allowed, prompt_tokens, time.time(), {})
+            if sites and not any(residency.allows(self.sites[x]) for x in sites):
+                raise RoutingError(451, f"no replica of {svc.name!r} runs where your "
+                                        f"residency allows ({residency.describe()}); replicas "
+                                        f"are at: {', '.join(sorted(sites))}")
+            if time.monotonic() > deadline:
+                raise RoutingError(503, f"no ready replica of {svc.name!r} yet")
+            await self.changed.wait()
+
+    def record(self, svc: LiveService, ttft_ms: float, tpot_ms: float | None) -> None:
+        met = ttft_ms <= svc.spec.slo.ttft_ms and (tpot_ms is None
+                                                   or tpot_ms <= svc.spec.slo.tpot_ms)
+        svc.outcomes.append((time.time(), met))

@@ -1,0 +1,136 @@
+"""Live inference, end to end through a real `kraft serve`: a service's replicas are stand-in
+model servers (kraft.infer.standin) started by the local executor; completions stream through
+the gateway; the autoscaler adds replicas under load and drains them when load falls, with no
+failed request; a caller whose residency no replica satisfies is refused."""
+
+import re
+import sys
+import threading
+import time
+from collections import Counter
+
+import httpx
+from test_recovery import free_port, kraft, start_server
+
+SERVICE = {
+    "name": "chat", "model": "llama-3.1-8b", "gpu": "H100-SXM", "tp": 1, "shared": True,
+    "slo": {"ttft_ms": 2000, "tpot_ms": 200},
+    "replicas": {"min": 2, "max": 4},
+    "autoscale": {"enabled": True, "metric": "queue", "target_queue": 3, "interval_s": 0.5,
+                  "cooldown_s": 2},
+    "command": [sys.executable, "-m", "kraft.infer.standin", "--prefill-ms", "10",
+                "--tpot-ms", "25"],
+}
+
+
+def token(home, *args) -> str:
+    out = kraft("admin", "tenant", "create", *args, "--data-dir", str(home)).stdout
+    return re.search(r"kt_[A-Za-z0-9_-]+", out).group(0)
+
+
+def wait_for(client, test, what, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        svc = client.get("/v1/services/chat").json()
+        if test(svc):
+            return svc
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: {svc}")
+
+
+def stream(client, results, tokens=40):
+    body = {"model": "chat", "prompt": "hello", "max_tokens": tokens, "stream": True}
+    try:
+        with client.stream("POST", "/v1/completions", json=body) as r:
+            data = [ln for ln in r.iter_lines() if ln.startswith("data: ")]
+            ok = r.status_code == 200 and data[-1] == "data: [DONE]" and len(data) == tokens + 1
+            results.append((ok, r.headers.get("x-kraft-replica"), r.status_code))
+    except httpx.HTTPError as e:
+        results.append((False, None, repr(e)))
+
+
+def load(client, threads, seconds, results):
+    stop = time.time() + seconds
+
+    def worker():
+        while time.time() < stop:
+            stream(client, results)
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    return pool
+
+
+def test_stream_scale_up_drain_down_and_residency(tmp_path):
+    home = tmp_path / "home"
+    acme, us = token(home, "acme"), token(home, "us-co", "--jurisdictions", "US")
+    port = free_port()
+    server = start_server(home, port, None)
+    base = f"http://127.0.0.1:{port}"
+    client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {acme}"},
+                          timeout=60)
+    other = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {us}"}, timeout=60)
+    try:
+        assert client.post("/v1/services", json=SERVICE).status_code == 201
+        wait_for(client, lambda s: sum(r["ready"] for r in s["replicas"]) == 2,
+                 "two replicas ready")
+
+        # one streamed completion, one chat completion
+        results = []
+        stream(client, results, tokens=5)
+        assert results[0][0], results
+        chat = client.post("/v1/chat/completions", json={
+            "model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3})
+        assert chat.status_code == 200
+        assert chat.json()["choices"][0]["message"]["content"] == " tok0 tok1 tok2"
+
+        # load: 16 streams at once, ~1 s each, for 10 s -> queue 8 per replica > 3: scale up
+        results = []
+        pool = load(client, 16, 10, results)
+        svc = wait_for(client, lambda s: sum(r["ready"] for r in s["replicas"]) >= 4,
+                       "scaled up to 4 ready replicas", timeout=30)
+        assert svc["desired_replicas"] == 4  # the bound: 16 in flight / 3 would want 6
+        for t in pool:
+            t.join()
+        assert len(results) > 50 and all(ok for ok, _, _ in results), \
+            [r for r in results if not r[0]][:3]
+        used = Counter(rep for _, rep, _ in results)
+        assert len(used) >= 3, used  # the new replicas took requests
+
+        # light load (2 streams): the autoscaler drains back to 2 while requests still flow
+        results = []
+        pool = load(client, 2, 12, results)
+        wait_for(client, lambda s: len(s["replicas"]) == 2 and s["desired_replicas"] == 2,
+                 "drained down to 2 replicas", timeout=30)
+        for t in pool:
+            t.join()
+        assert results and all(ok for ok, _, _ in results), \
+            [r for r in results if not r[0]][:3]
+        jobs = client.get("/v1/jobs").json()
+        drained = [j for j in jobs if j["state"] == "cancelled"]
+        assert len(drained) == 2, jobs
+        events = client.get(f"/v1/jobs/{drained[0]['id']}/events").json()
+        assert "drained" in events[-1]["detail"]
+
+        # residency: the US-only tenant may call the shared service, but no replica is in the
+        # US -> refused with the reason; and it cannot see the service's details
+        refused = other.post("/v1/completions", json={"model": "chat", "prompt": "hi"})
+        assert refused.status_code == 451 and "residency" in refused.json()["detail"]
+        assert other.get("/v1/services/chat").status_code == 404
+        assert other.post("/v1/completions", json={"model": "nope"}).status_code == 404
+        assert httpx.post(f"{base}/v1/completions", json={"model": "chat"}).status_code == 401
+
+        # delete: replicas drain and stop
+        assert client.delete("/v1/services/chat").status_code == 204
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if not [j for j in client.get("/v1/jobs").json() if j["state"] == "running"]:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("replicas still running after delete")
+    finally:
+        client.close()
+        other.close()
+        server.terminate()
+        server.wait(timeout=15)
