@@ -28,6 +28,22 @@ def token(home, *args) -> str:
     return re.search(r"kt_[A-Za-z0-9_-]+", out).group(0)
 
 
+def stop_leftovers(home):
+    """Jobs outlive `kraft serve` (a restart re-adopts them); a test stops its own."""
+    import os
+    import signal
+    for pid in os.listdir("/proc"):
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+        except OSError:
+            continue
+        if b"kraft.exec.runner" in cmd and str(home).encode() in cmd:
+            try:
+                os.killpg(int(pid), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
 def wait_for(client, test, what, timeout=60):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -134,3 +150,43 @@ def test_stream_scale_up_drain_down_and_residency(tmp_path):
         other.close()
         server.terminate()
         server.wait(timeout=15)
+        stop_leftovers(home)
+
+
+def test_replicas_of_a_reserved_tenant_preempt_spot_training(tmp_path):
+    """One fleet, one scheduler: a spot training job holds all 8 GPUs; the lab's service
+    needs 2 replicas of 2 GPUs inside its 4-GPU reservation, so the spot job is preempted
+    (and requeued) for them."""
+    home = tmp_path / "home"
+    lab = token(home, "lab", "--tier", "reserved", "--reserved-gpus", "4")
+    spot = token(home, "crowd", "--tier", "spot")
+    port = free_port()
+    server = start_server(home, port, None)
+    base = f"http://127.0.0.1:{port}"
+    lab_c = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {lab}"}, timeout=30)
+    spot_c = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {spot}"},
+                          timeout=30)
+    try:
+        train = spot_c.post("/v1/jobs", json={"name": "train", "gpus": 8,
+                                              "command": ["sleep", "120"]}).json()
+        deadline = time.time() + 20
+        while spot_c.get(f"/v1/jobs/{train['id']}").json()["state"] != "running":
+            assert time.time() < deadline, "training never started"
+            time.sleep(0.2)
+        spec = {**SERVICE, "tp": 2, "shared": False, "autoscale": {"enabled": False},
+                "replicas": {"min": 2, "max": 2}}
+        assert lab_c.post("/v1/services", json=spec).status_code == 201
+        wait_for(lab_c, lambda s: sum(r["ready"] for r in s["replicas"]) == 2,
+                 "two replicas ready beside the preempted training")
+        events = spot_c.get(f"/v1/jobs/{train['id']}/events").json()
+        assert any(e["to_state"] == "preempted" for e in events), events
+        assert spot_c.get(f"/v1/jobs/{train['id']}").json()["state"] == "admitted"
+        r = lab_c.post("/v1/completions", json={"model": "chat", "prompt": "hi",
+                                                "max_tokens": 2})
+        assert r.status_code == 200
+    finally:
+        lab_c.close()
+        spot_c.close()
+        server.terminate()
+        server.wait(timeout=15)
+        stop_leftovers(home)

@@ -294,7 +294,49 @@ def logs(job_id: int, follow: Annotated[bool, typer.Option("-f", "--follow")] = 
             time.sleep(0.5)
 
 
+service_app = typer.Typer(help="Your inference services (OpenAI-compatible endpoint at "
+                                "/v1/completions, 'model' = the service name).",
+                           no_args_is_help=True)
+
+
+@service_app.command("create")
+def service_create(spec: Annotated[Path, typer.Argument(help="InferenceService YAML")]) -> None:
+    """Create a service; its replicas start as jobs running its command."""
+    try:
+        body = yaml.safe_load(spec.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        _fail(f"{spec}: {e}")
+    if not isinstance(body, dict):
+        _fail(f"{spec}: expected a mapping of service fields")
+    with _client() as c:
+        svc = _check(c.post("/v1/services", json=body)).json()
+    console.print(f"service {svc['name']}: {svc['desired_replicas']} replica(s) starting")
+
+
+@service_app.command("list")
+def service_list() -> None:
+    """Your services and their replicas."""
+    with _client() as c:
+        rows = _check(c.get("/v1/services")).json()
+    table = Table("service", "desired", "replicas (job: state, site, in flight)")
+    for svc in rows:
+        reps = ", ".join(f"{r['job_id']}: {'ready' if r['ready'] else r['state']}"
+                         f"{' draining' if r['draining'] else ''}, {r['site'] or '-'}, "
+                         f"{r['in_flight']}" for r in svc["replicas"])
+        table.add_row(svc["name"], str(svc["desired_replicas"]), reps or "-")
+    console.print(table)
+
+
+@service_app.command("delete")
+def service_delete(name: str) -> None:
+    """Delete a service: its replicas drain, then stop."""
+    with _client() as c:
+        _check(c.delete(f"/v1/services/{name}"))
+    console.print(f"service {name}: deleted; replicas draining")
+
+
 def register(app: typer.Typer) -> None:
+    app.add_typer(service_app, name="service")
     app.command()(serve)
     app.add_typer(admin_app, name="admin")
     for fn in (submit, jobs, job, cancel, logs):
