@@ -154,3 +154,33 @@ def test_cli_simulate_prints_the_figures_and_rejects_bad_input():
     bad = CliRunner().invoke(app, ["infer", "simulate", "--router", "random"])
     assert bad.exit_code == 2 and "slo-aware" in bad.output
     assert math.isfinite(fig["tpot_ms"]["p99"])
+
+
+def test_replicas_share_the_fleet_with_training_and_preempt_spot_work():
+    """One fleet, one scheduler: 128 GPUs busy with spot training; the service's replicas
+    (a reserved tenant sized to its peak) start at once by preempting training."""
+    import pyarrow as pa
+
+    from kraft.infer.cosim import with_training
+    from kraft.sim.traces.canonical import finish
+    from kraft.spec.models import TenantsSpec
+
+    svc = service(replicas={"min": 2, "max": 4},
+                  autoscale={"enabled": True, "target_queue": 4, "startup_s": 30})
+    burst = np.sort(np.random.default_rng(1).uniform(0, 300, 1500))
+    res = simulate(svc, ONE_SITE, trace(burst, np.full(1500, 800), np.full(1500, 200)),
+                   "least-outstanding")
+    assert res.figures["replicas_peak"] >= 3
+    n = 32  # 32 spot jobs of 4 GPUs for 2 h each, arriving in the first minute: a full fleet
+    training = finish("spot-train", pa.table({
+        "job_id": [f"t{i}" for i in range(n)], "submit_s": np.linspace(0, 60, n),
+        "duration_s": np.full(n, 7200.0), "gpus": np.full(n, 4), "tenant": ["crowd"] * n}),
+        "test", n, __import__("collections").Counter())
+    out = with_training(svc, ONE_SITE, res, training, TenantsSpec(), at_s=600)
+    alone, beside = out["training_alone"], out["training_beside_service"]
+    assert alone["preemptions"] == 0
+    assert out["replicas_started"] == out["replica_jobs"] == len(res.replica_spans)
+    assert out["replica_wait_max_s"] == 0  # the reservation covers the peak: none waits
+    assert beside["preemptions"] >= 2 * res.figures["replicas_peak"]  # 8 GPUs = 2 jobs each
+    assert beside["jct_mean_h"] > alone["jct_mean_h"]
+    assert beside["per_tier"]["spot"]["jobs"] == n

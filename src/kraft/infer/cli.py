@@ -84,6 +84,15 @@ def simulate(
     rate_scale: Annotated[float, typer.Option(min=0.001, help="arrivals X times as fast")] = 1.0,
     data_dir: Annotated[Optional[Path], typer.Option(
         envvar="KRAFT_DATA_DIR", help="shared data folder holding inference/")] = None,
+    with_training: Annotated[Optional[str], typer.Option(
+        help="also replay this training trace on the same fleet, the replicas as a reserved "
+             "tenant's jobs: what serving costs training (docs/inference.md)")] = None,
+    training_tenants: Annotated[Optional[str], typer.Option(
+        help="tenants of the training trace (default: the fleet's bundled ones)")] = None,
+    training_load: Annotated[Optional[float], typer.Option(
+        min=0.01, help="compress training arrivals to this offered load")] = None,
+    at_hour: Annotated[float, typer.Option(
+        min=0, help="the service's first request, hours into the training replay")] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Simulate a service on a request trace: SLO attainment, TTFT and TPOT percentiles,
@@ -114,13 +123,25 @@ def simulate(
             requests = requests.scaled(rate_scale)
         with console.status(f"simulating {len(requests):,} requests"):
             result = run(spec, fleet_spec, requests, router, replicas, autoscale or None)
+        shared = None
+        if with_training:
+            from kraft.infer.cosim import with_training as cosim
+            from kraft.sim.traces.registry import load_trace
+            from kraft.spec.load import load_tenants
+
+            train = load_trace(with_training, _data_dir(data_dir))
+            tenants = load_tenants(training_tenants or fleet)
+            with console.status(f"replaying {train.n_jobs:,} training jobs, with and without "
+                                "the service"):
+                shared = cosim(spec, fleet_spec, result, train, tenants,
+                               load=training_load, at_s=at_hour * 3600)
     except ValidationError as e:
         _fail(format_validation_error("options", e))
-    except (SpecError, RequestTraceError, PlacementError) as e:
+    except (SpecError, RequestTraceError, PlacementError, ValueError) as e:
         _fail(str(e))
     f = result.figures
     if as_json:
-        print(json.dumps(f))
+        print(json.dumps({**f, "shared_fleet": shared} if shared else f))
         return
     table = Table(title=f"{f['service']} on {f['trace']} ({f['requests']:,} requests, "
                         f"{f['router']})")
@@ -145,3 +166,15 @@ def simulate(
     for k, v in rows:
         table.add_row(k, v)
     console.print(table)
+    if shared:
+        t = Table(title=f"training ({with_training}) on the same fleet, with replicas as a "
+                        f"reserved tenant ({shared['replicas_started']} replica jobs, longest "
+                        f"wait {shared['replica_wait_max_s']:.0f} s)")
+        for col in ("", "jobs", "mean JCT h", "preemptions", "lost GPU-h"):
+            t.add_column(col, justify="right" if col else "left")
+        for label, key in (("training alone", "training_alone"),
+                           ("beside the service", "training_beside_service")):
+            x = shared[key]
+            t.add_row(label, f"{x['jobs']:,}", f"{x['jct_mean_h']:.3f}", f"{x['preemptions']:,}",
+                      f"{x['lost_gpu_hours']:,.1f}")
+        console.print(t)

@@ -38,6 +38,7 @@ class InferenceResult:
     ttft_s: np.ndarray | None = None
     tpot_s: np.ndarray | None = None
     met: np.ndarray | None = None
+    replica_spans: list[tuple[float, float, str]] = field(default_factory=list)  # start, stop, site
 
 
 def replica_slots(service: InferenceServiceSpec, fleet: FleetSpec) -> list[SiteSpec]:
@@ -218,7 +219,8 @@ def _result(service, fleet, requests, replicas, served_by, first, finish, rtt, r
         "replicas_started_by_site": _by_site(replicas),
         **extra,
     }
-    return InferenceResult(figures, ttft_s, tpot_s, met_done)
+    spans = [(r.started_s, r.stopped_s, r.site) for r in replicas]
+    return InferenceResult(figures, ttft_s, tpot_s, met_done, spans)
 
 
 def _by_site(replicas) -> dict[str, int]:
