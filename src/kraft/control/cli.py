@@ -227,14 +227,19 @@ def _check(resp):
     return resp
 
 
+def _yaml_mapping(path: Path, what: str) -> dict:
+    try:
+        body = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        _fail(f"{path}: {e}")
+    if not isinstance(body, dict):
+        _fail(f"{path}: expected a mapping of {what} fields")
+    return body
+
+
 def submit(spec: Annotated[Path, typer.Argument(help="job YAML")]) -> None:
     """Submit a job (retries are safe: each submit carries an idempotency key)."""
-    try:
-        body = yaml.safe_load(spec.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        _fail(f"{spec}: {e}")
-    if not isinstance(body, dict):
-        _fail(f"{spec}: expected a mapping of job fields")
+    body = _yaml_mapping(spec, "job")
     key = str(uuid.uuid4())
     with _client() as c:
         for attempt in range(3):
@@ -302,12 +307,7 @@ service_app = typer.Typer(help="Your inference services (OpenAI-compatible endpo
 @service_app.command("create")
 def service_create(spec: Annotated[Path, typer.Argument(help="InferenceService YAML")]) -> None:
     """Create a service; its replicas start as jobs running its command."""
-    try:
-        body = yaml.safe_load(spec.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        _fail(f"{spec}: {e}")
-    if not isinstance(body, dict):
-        _fail(f"{spec}: expected a mapping of service fields")
+    body = _yaml_mapping(spec, "service")
     with _client() as c:
         svc = _check(c.post("/v1/services", json=body)).json()
     console.print(f"service {svc['name']}: {svc['desired_replicas']} replica(s) starting")

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from kraft.catalog import CATALOG
-from kraft.spec.models import ResidencySpec, _Strict
+from kraft.spec.models import NodeGroupSpec, ResidencySpec, _Strict
 
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, "int4": 0.5}
 
@@ -82,12 +82,7 @@ class InferenceServiceSpec(_Strict):
     shared: bool = Field(False, description="other tenants may call it (their residency "
                                             "still decides which replicas serve them)")
 
-    @field_validator("gpu")
-    @classmethod
-    def _known_gpu(cls, gpu: str) -> str:
-        if gpu not in CATALOG:
-            raise ValueError(f"unknown GPU model {gpu!r}; allowed: {', '.join(CATALOG)}")
-        return gpu
+    _known_gpu = field_validator("gpu")(NodeGroupSpec._known_model.__func__)
 
     @field_validator("model")
     @classmethod
