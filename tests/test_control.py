@@ -62,9 +62,11 @@ def test_job_runs_on_its_gpus_and_logs(api):
 
 def test_concurrent_jobs_get_distinct_gpus(api):
     a, _ = tenant(api, "a")
-    ids = [api.post("/v1/jobs", json={"gpus": 2, "command": ["sleep", "0.5"]},
+    # long enough that none ends (and frees GPUs for another) before all four run, even on a
+    # busy machine; cancelled below
+    ids = [api.post("/v1/jobs", json={"gpus": 2, "command": ["sleep", "60"]},
                     headers=a).json()["id"] for _ in range(4)]
-    jobs = [wait_for(api, a, i, {"running", "succeeded"}) for i in ids]
+    jobs = [wait_for(api, a, i, {"running"}) for i in ids]
     seen = set()
     for j in jobs:
         for p in j["placement"]:
@@ -72,6 +74,10 @@ def test_concurrent_jobs_get_distinct_gpus(api):
                 assert (p["node"], g) not in seen, "a GPU was handed out twice"
                 seen.add((p["node"], g))
     assert len(seen) == 8
+    for i in ids:
+        api.post(f"/v1/jobs/{i}/cancel", headers=a)
+    for i in ids:
+        wait_for(api, a, i, {"cancelled"})
 
 
 def test_tenants_see_only_their_own_work(api):

@@ -132,7 +132,7 @@ def _setup(policies: list[str], fleet: str, tenants: str | None, trace: str,
 
 
 def _run(fleet_spec, tenants_spec, trace, policy, load, seed, defaults, config, energy,
-         label=None, shift_by=None, prefer=None):
+         label=None, shift_by=None, prefer=None, failures=None):
     from kraft.sim.run import simulate
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -140,7 +140,8 @@ def _run(fleet_spec, tenants_spec, trace, policy, load, seed, defaults, config, 
         task = bar.add_task(label or policy, total=trace.n_jobs)
         return simulate(fleet_spec, tenants_spec, trace, policy, load=load, seed=seed,
                         defaults=defaults, config=config, energy=energy,
-                        shift_by=shift_by, prefer=prefer, progress=lambda n: bar.advance(task, n))
+                        shift_by=shift_by, prefer=prefer, failures=failures,
+                        progress=lambda n: bar.advance(task, n))
 
 
 def _write(out: Path, run) -> None:
@@ -191,6 +192,9 @@ def simulate(
     window_h: WindowOpt = 24.0,
     shift: ShiftOpt = None,
     prefer: PreferOpt = None,
+    failures: Annotated[Optional[str], typer.Option(
+        help="hardware failures: 'llama3' (Meta's rate, 1.97e-5 per GPU-hour) or a rate per "
+             "GPU-hour; drawn with --seed")] = None,
 ) -> None:
     """Replay a trace on a fleet under one policy and print the results."""
     from kraft.report.tables import breakdown_table, energy_table, results_table, site_table
@@ -200,8 +204,12 @@ def simulate(
         energy or shift is not None or prefer is not None, signal_year, gpu_util)
     defaults = JobDefaults(checkpoint_interval or None, restart_cost, True, flexible_gpus,
                            window_h * 3600)
+    from kraft.sim.failures import FailureModel, parse_rate
+
+    model = FailureModel(parse_rate(failures), seed) if failures else None
     run = _run(fleet_spec, tenants_spec, loaded, policy, load, seed, defaults,
-               SchedulerConfig(scan_depth=scan_depth), books, shift_by=shift, prefer=prefer)
+               SchedulerConfig(scan_depth=scan_depth), books, shift_by=shift, prefer=prefer,
+               failures=model)
     r = run.results
     console.print(f"[bold]{loaded.name}[/] on [bold]{fleet_spec.name}[/] "
                   f"({r['fleet_gpus']} GPUs), "
@@ -227,6 +235,17 @@ def simulate(
                           f"{flag['flop']:.2e} FLOP (> 1e25)", highlight=False)
     for reason, n in r["rejections"].items():
         console.print(f"  {n} {reason}", highlight=False)
+    if "failures" in r:
+        f = r["failures"]
+        console.print(f"failures: {f['interruptions']} interruptions at {f['per_gpu_hour']:.3g} "
+                      f"per GPU-hour; goodput {f['goodput']:.1%}, effective training time "
+                      f"{f['effective_training_time']:.1%}", highlight=False)
+        big = f.get("largest_job")
+        if big:
+            console.print(f"largest job ({big['gpus']} GPUs): MTBF {big['mtbf_h']} h; "
+                          f"Young/Daly: checkpoint every {big['young_daly_checkpoint_interval_s']}"
+                          f" s for a {big['assumed_checkpoint_cost_s']:.0f} s checkpoint",
+                          highlight=False)
     console.print(f"scheduler: {run.timing['cycles']} cycles, p50 {run.timing['p50_ms']:.3f} ms, "
                   f"p99 {run.timing['p99_ms']:.2f} ms, {run.timing['total_s']:.1f} s in all",
                   highlight=False)

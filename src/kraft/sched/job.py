@@ -47,7 +47,7 @@ class Job:
                  "time_limit_s", "checkpoint_interval_s", "restart_cost_s", "preemptible",
                  "state", "progress_s", "executed_s", "start_s", "end_s", "penalty_s",
                  "first_start_s", "finish_s", "placement", "pool", "guaranteed", "preemptions",
-                 "lost_gpu_s", "epoch", "reason", "key", "pools", "estimate_s",
+                 "failures", "lost_gpu_s", "epoch", "reason", "key", "pools", "estimate_s",
                  "flex_window_s")
 
     def __init__(self, id: int, tenant: TenantState, gpus: int, submit_s: float,
@@ -79,6 +79,7 @@ class Job:
         self.pool: Pool | None = None
         self.guaranteed = False  # started under its tenant's reservation
         self.preemptions = 0
+        self.failures = 0  # hardware interruptions (twin only)
         self.lost_gpu_s = 0.0
         self.epoch = 0  # bumps on every start, so stale finish events can be told apart
         self.reason = "waiting: queued"

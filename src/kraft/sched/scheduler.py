@@ -503,17 +503,27 @@ class Scheduler:
         self.policy.on_stop(job, now)
         job.placement = ()
 
+    def fail(self, job: Job, now: float) -> None:
+        """The body saw a running job's hardware fail: it loses the work since its last
+        checkpoint and requeues, like a preemption, counted as a failure."""
+        self._interrupt(job, now)
+        job.failures += 1
+        job.reason = "waiting: restarting after a hardware failure"
+
     def _preempt(self, job: Job, now: float, reason: str) -> None:
         """Stop a running job; it keeps the work up to its last checkpoint and requeues."""
+        self._interrupt(job, now)
+        job.preemptions += 1
+        job.reason = reason
+
+    def _interrupt(self, job: Job, now: float) -> None:
         useful_s = max(0.0, now - job.start_s - job.penalty_s) / job.pool.slowdown
         every = job.checkpoint_interval_s
         saved_s = min((useful_s // every) * every, job.remaining_s) if every else 0.0
         job.lost_gpu_s += (now - job.start_s - saved_s * job.pool.slowdown) * job.gpus
         job.progress_s += saved_s
-        job.preemptions += 1
         self._stop(job, now)
         self._enqueue(job, now)
-        job.reason = reason
 
     def _enqueue(self, job: Job, now: float) -> None:
         job.state = JobState.WAITING

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 
 from kraft.sched.job import Job, JobState
 from kraft.sched.scheduler import Scheduler
+from kraft.sim.failures import FailureModel
 
-FINISH, WAKEUP = 0, 1
+FINISH, FAIL, WAKEUP = 0, 1, 2
 
 
 @dataclass
@@ -57,10 +58,12 @@ class SimOutcome:
 
 class Simulator:
     def __init__(self, scheduler: Scheduler, jobs: list[Job],
-                 progress: Callable[[int], None] | None = None):
+                 progress: Callable[[int], None] | None = None,
+                 failures: FailureModel | None = None):
         self.scheduler = scheduler
         self.jobs = jobs  # sorted by submit_s
         self.progress = progress
+        self.failures = failures
 
     def run(self) -> SimOutcome:
         # The loop allocates many small tuples and no reference cycles; the cyclic garbage
@@ -77,6 +80,7 @@ class Simulator:
         sched = self.scheduler
         cluster = sched.cluster
         jobs = self.jobs
+        failures = self.failures
         heap: list[tuple] = []
         seq = 0
         timeline = Timeline()
@@ -101,6 +105,10 @@ class Simulator:
                     segments.add(k, job.pool.index, started_at.pop(k), now)
                     sched.finish(job, now)
                     done += 1
+                elif kind == FAIL and job.epoch == epoch and job.state is JobState.RUNNING:
+                    k = index[id(job)]
+                    segments.add(k, job.pool.index, started_at.pop(k), now)
+                    sched.fail(job, now)
                 elif kind == WAKEUP:
                     wakeup_at = None
             while i < n and jobs[i].submit_s == now:
@@ -116,6 +124,11 @@ class Simulator:
                     started_at[index[id(job)]] = now
                     seq += 1
                     heapq.heappush(heap, (job.end_s, FINISH, seq, job, job.epoch))
+                    if failures is not None:
+                        fail_s = now + failures.next_failure_s(job.gpus)
+                        if fail_s < job.end_s:
+                            seq += 1
+                            heapq.heappush(heap, (fail_s, FAIL, seq, job, job.epoch))
                 elif d.kind == "preempt":
                     k = index[id(job)]
                     segments.add(k, d.pool.index, started_at.pop(k), now)

@@ -12,6 +12,7 @@ from kraft.sched.scheduler import Scheduler, SchedulerConfig
 from kraft.sched.shift import SignalShift
 from kraft.sched.weighers import LatencyWeigher, SignalWeigher
 from kraft.sim.engine import SimOutcome, Simulator
+from kraft.sim.failures import FailureModel, failure_figures
 from kraft.sim.metrics import decision_time, summarize
 from kraft.sim.traces.canonical import Trace
 from kraft.sim.workload import JobDefaults, build_jobs, offered_load
@@ -34,6 +35,7 @@ def simulate(fleet: FleetSpec, tenants: TenantsSpec, trace: Trace, policy: str, 
              energy: EnergyInputs | None = None,
              shift_by: str | None = None,
              prefer: str | None = None,
+             failures: FailureModel | None = None,
              progress: Callable[[int], None] | None = None) -> SimRun:
     cluster = ClusterState(fleet)
     jobs, tenant_states, factor = build_jobs(trace, tenants, defaults, cluster.total_gpus, load)
@@ -51,11 +53,13 @@ def simulate(fleet: FleetSpec, tenants: TenantsSpec, trace: Trace, policy: str, 
         weigher = SignalWeigher(SignalShift(signal_by_site(energy, prefer), prefer))
     scheduler = Scheduler(cluster, tenant_states.values(),
                           make_policy(policy, **(policy_params or {})), config, shift, weigher)
-    outcome = Simulator(scheduler, jobs, progress).run()
+    outcome = Simulator(scheduler, jobs, progress, failures).run()
     results = summarize(outcome, fleet=fleet.name, fleet_gpus=cluster.total_gpus,
                         trace=trace.name, policy=policy, seed=seed, load_target=load,
                         load_offered=offered_load(trace, cluster.total_gpus) / factor,
                         time_factor=factor, dropped_rows=dict(trace.dropped))
+    if failures is not None:
+        results["failures"] = failure_figures(outcome.jobs, failures)
     job_energy = None
     if energy is not None:
         results["energy"], job_energy = keep_books(outcome, cluster, fleet, energy)
