@@ -206,3 +206,29 @@ def test_local_executor_finds_only_its_own_runners(tmp_path):
         assert not mine.status(req, pids).running  # and never stops or adopts theirs
     finally:
         theirs.stop(req, pids)
+
+
+def test_prometheus_metrics_for_the_operator_only(api):
+    a, _ = tenant(api, "a")
+    job_id = api.post("/v1/jobs", json={"gpus": 3, "command": ["sleep", "30"]},
+                      headers=a).json()["id"]
+    wait_for(api, a, job_id, {"running"})
+    assert api.get("/metrics", headers=a).status_code == 401  # tenants are not operators
+    r = api.get("/metrics", headers=api.operator)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    values = {}
+    for line in r.text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    assert values['kraft_gpus{site="local"}'] == 8
+    assert values['kraft_gpus_allocated{site="local"}'] == 3
+    assert values['kraft_jobs{state="running"}'] == 1
+    assert values["kraft_scheduling_cycle_seconds_count"] > 0
+    # 3 busy H100 at 700 W and 5 idle at 70 W, host overhead 0.8: 4,410 W
+    assert values['kraft_it_power_watts{site="local"}'] == pytest.approx((3 * 700 + 5 * 70) * 1.8)
+    assert values['kraft_facility_power_watts{site="local"}'] > values[
+        'kraft_it_power_watts{site="local"}']
+    assert values['kraft_grid_carbon_g_per_kwh{site="local",zone="NO-NO1"}'] > 0
+    api.post(f"/v1/jobs/{job_id}/cancel", headers=a)
+    wait_for(api, a, job_id, {"cancelled"})

@@ -15,11 +15,13 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
 from kraft.control.auth import hash_token, is_operator, new_token
 from kraft.control.intake import WAITING, Intake, Submission
+from kraft.control.metrics import FleetCollector, render
 from kraft.control.service import run_loop
 from kraft.control.store import (
     AuditRow,
@@ -269,6 +271,14 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
             rows = s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit))
             return [{"at": _iso(r.at), "actor": r.actor, "action": r.action,
                      "target": r.target, "address": r.address} for r in rows]
+
+    collector = FleetCollector(fleet, Session) if fleet is not None else None
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def metrics(who: Operator) -> Response:
+        """Prometheus exposition: fleet, queue, power and carbon gauges and the
+        scheduling-cycle histogram (operator token: scrape with a bearer credential)."""
+        return Response(render(collector), media_type=CONTENT_TYPE_LATEST)
 
     add_inference_routes(app, engine, Tenant, audit, gateway)
     return app

@@ -51,7 +51,16 @@ def serve(
     port: int = 8080,
 ) -> None:
     """Run the API and the scheduling loop."""
+    import shutil
+
     import uvicorn
+
+    # Metrics shared by the API and loop processes (prometheus_client multiprocess mode):
+    # set before prometheus_client is first imported, emptied at each start.
+    metrics_dir = data_dir / "prometheus"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
 
     from kraft.control.api import create_app
     from kraft.control.auth import ensure_operator_token
@@ -86,7 +95,6 @@ def serve(
         return
     # PostgreSQL: the loop in its own process, the API in this one (each with its own GIL)
     import multiprocessing
-    import os
     import signal
     import threading
 

@@ -22,6 +22,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Engine
 
 from kraft.cluster.state import ClusterState, Placement
+from kraft.control.metrics import CYCLE
 from kraft.control.store import EventRow, JobRow, TenantRow, sessions, utcnow, write_lock
 from kraft.exec.base import Executor, Rank, RunRequest
 from kraft.exec.router import make_executor
@@ -175,7 +176,9 @@ class ControlPlane:
             self._cancels(s, now)
             self._poll(s, now)
             s.commit()
+            t0 = time.perf_counter()
             decisions = self.sched.cycle(now)
+            CYCLE.observe(time.perf_counter() - t0)
             self._apply(s, decisions, now)
             if now - self.reasons_at >= 1.0:  # waiting reasons: fresh to the second
                 self._reasons(s)

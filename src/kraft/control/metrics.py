@@ -1,0 +1,122 @@
+"""Prometheus metrics of the live service: `GET /metrics` (operator token).
+
+Gauges are read from the database at scrape time, so they are right whichever process runs
+the loop: GPUs and allocated GPUs per site, jobs by state, waiting jobs, IT and facility power
+now (a first-order estimate: busy GPUs at rated power, idle ones at idle power, host overhead
+and PUE at 15 C, as in the books), and the grid's carbon intensity this hour (location-based:
+the site zone's bundled 2024 series at this hour of the year). The scheduling-cycle latency is
+a histogram observed by the loop; when the loop runs in its own process (PostgreSQL) the two
+processes share it through prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR,
+set by `kraft serve`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from datetime import UTC, datetime
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, select
+
+from kraft.catalog import CATALOG
+from kraft.cluster.state import ClusterState
+from kraft.control.store import JobRow
+from kraft.energy.models import capped_power_w, pue
+from kraft.signals.series import SignalError, load_series
+from kraft.spec.models import FleetSpec
+
+CYCLE = Histogram("kraft_scheduling_cycle_seconds", "Wall time of one scheduling cycle",
+                  buckets=(1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0))
+
+
+class FleetCollector:
+    def __init__(self, fleet: FleetSpec, sessionmaker):
+        self.fleet, self.Session = fleet, sessionmaker
+        cluster = ClusterState(fleet)
+        self.site_of_node = {name: cluster.pools[cluster.node_pool[i]].site.name
+                             for i, name in enumerate(cluster.node_name)}
+        self.carbon = {}
+        for site in fleet.sites:
+            try:
+                self.carbon[site.name] = load_series("carbon", site.grid_zone).values
+            except SignalError:
+                pass
+
+    def collect(self):
+        with self.Session() as s:
+            states = dict(s.execute(select(JobRow.state, func.count())
+                                    .group_by(JobRow.state)).all())
+            running = s.scalars(select(JobRow.placement).where(JobRow.state == "running")).all()
+        busy = Counter()
+        for placement in running:
+            for rank in placement or []:
+                busy[self.site_of_node.get(rank["node"], "?")] += len(rank["gpus"])
+        jobs = GaugeMetricFamily("kraft_jobs", "Jobs by state", labels=["state"])
+        for state in ("pending", "admitted", "running", "preempted", "succeeded", "failed",
+                      "cancelled", "rejected"):
+            jobs.add_metric([state], states.get(state, 0))
+        yield jobs
+        yield GaugeMetricFamily("kraft_queue_waiting_jobs", "Jobs waiting to run",
+                                value=states.get("pending", 0) + states.get("admitted", 0))
+        total = GaugeMetricFamily("kraft_gpus", "GPUs", labels=["site"])
+        used = GaugeMetricFamily("kraft_gpus_allocated", "GPUs allocated", labels=["site"])
+        it_w = GaugeMetricFamily("kraft_it_power_watts", "IT power now (estimate)",
+                                 labels=["site"])
+        fac_w = GaugeMetricFamily("kraft_facility_power_watts", "Facility power now "
+                                  "(IT x PUE at 15 C, estimate)", labels=["site"])
+        carbon = GaugeMetricFamily("kraft_grid_carbon_g_per_kwh", "Grid carbon intensity "
+                                   "this hour, location-based", labels=["site", "zone"])
+        hour = datetime.now(UTC).timetuple().tm_yday * 24 - 24 + datetime.now(UTC).hour
+        for site in self.fleet.sites:
+            gpus = site_gpu_w = 0.0
+            for pod in site.pods:
+                for g in pod.nodes:
+                    n = pod.count * g.count * g.gpus
+                    gpus += n
+                    site_gpu_w += n * CATALOG[g.model].idle_power_w
+            # busy GPUs draw rated (or capped) power instead of idle; first model in the site
+            model = CATALOG[site.pods[0].nodes[0].model]
+            site_gpu_w += busy[site.name] * (capped_power_w(model, site.gpu_power_cap_w)
+                                             - model.idle_power_w)
+            watts = site_gpu_w * (1 + site.host_overhead_share)
+            total.add_metric([site.name], gpus)
+            used.add_metric([site.name], busy[site.name])
+            it_w.add_metric([site.name], watts)
+            fac_w.add_metric([site.name], watts * float(pue(site.cooling, np.array([15.0]))[0]))
+            series = self.carbon.get(site.name)
+            if series is not None:
+                carbon.add_metric([site.name, site.grid_zone], float(series[hour % len(series)]))
+        yield from (total, used, it_w, fac_w, carbon)
+
+
+def render(collector: FleetCollector | None) -> bytes:
+    """The exposition text: the cycle histogram (this process, or all processes in
+    multiprocess mode) and the fleet gauges."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        from prometheus_client import multiprocess
+
+        shared = CollectorRegistry()
+        multiprocess.MultiProcessCollector(shared)
+        text = generate_latest(shared)
+    else:
+        local = CollectorRegistry()
+        local.register(_Only(CYCLE))
+        text = generate_latest(local)
+    if collector is not None:
+        fleet = CollectorRegistry()
+        fleet.register(collector)
+        text += generate_latest(fleet)
+    return text
+
+
+class _Only:
+    """Expose one metric of the default registry in a registry of our own."""
+
+    def __init__(self, metric):
+        self.metric = metric
+
+    def collect(self):
+        return self.metric.collect()
