@@ -343,6 +343,27 @@ def shift(
         (out / "shift.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
 
+@report_app.command("html")
+@_guard
+def report_html(
+    results: Annotated[list[Path], typer.Argument(
+        help="folders written by kraft simulate --out (several: one scenario each)")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write")] =
+    Path("report.html"),
+    title: Annotated[str, typer.Option(help="the report's title")] = "Kraft report",
+) -> None:
+    """A self-contained HTML report (Plotly, works offline): allocation, queue, JCT per tier,
+    energy and carbon beside the grid signal, power against budget, tenants."""
+    from kraft.report.html import ReportError, load_scenario, render
+
+    try:
+        page = render([load_scenario(folder) for folder in results], title)
+    except ReportError as e:
+        _fail(str(e))
+    output.write_text(page)
+    console.print(f"wrote {output} ({len(page) / 1e6:.1f} MB, {len(results)} scenario(s))")
+
+
 @report_app.command("eed")
 @_guard
 def report_eed(

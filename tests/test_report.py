@@ -1,0 +1,43 @@
+"""The HTML report: built from `kraft simulate --out` folders, opened in headless Chromium:
+no console error, every plot drawn, the tenant table there."""
+
+import json
+
+from browser import chrome, console_errors, plots_drawn
+from typer.testing import CliRunner
+
+from kraft.cli import app
+
+
+def simulate(out, policy):
+    r = CliRunner().invoke(app, ["simulate", "--policy", policy, "--load", "0.8",
+                                 "--no-breakdown", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+
+
+def test_report_opens_offline_with_every_plot_drawn(tmp_path):
+    simulate(tmp_path / "fifo", "fifo")
+    simulate(tmp_path / "las", "las")
+    page = tmp_path / "report.html"
+    r = CliRunner().invoke(app, ["report", "html", str(tmp_path / "fifo"), str(tmp_path / "las"),
+                                 "-o", str(page)])
+    assert r.exit_code == 0, r.output
+    text = page.read_text()
+    assert '<script src="http' not in text  # plotly.js inlined: nothing fetched
+    tenants = json.loads((tmp_path / "fifo" / "results.json").read_text())["per_tenant"]
+    driver = chrome()
+    try:
+        driver.get(page.as_uri())
+        plots, drawn = plots_drawn(driver)
+        assert plots == 4 and drawn == 4, (plots, drawn)
+        assert console_errors(driver) == []
+        body = driver.find_element("tag name", "body").text
+        assert all(name in body for name in tenants)
+        assert "Scenarios" in body and "fifo" in body and "las" in body
+    finally:
+        driver.quit()
+
+
+def test_report_of_a_missing_folder_says_so(tmp_path):
+    r = CliRunner().invoke(app, ["report", "html", str(tmp_path / "none")])
+    assert r.exit_code == 2 and "not found" in r.output
