@@ -37,5 +37,5 @@ def plots_drawn(driver) -> tuple[int, int]:
         const plots = [...document.querySelectorAll('.js-plotly-plot')];
         const drawn = plots.filter(p => p.querySelector('svg.main-svg') &&
                                         p.data && p.data.length > 0 &&
-                                        p.querySelectorAll('.scatterlayer .trace').length > 0);
+                                        p.querySelectorAll('g.trace').length > 0);
         return [plots.length, drawn.length];""")

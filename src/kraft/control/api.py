@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
 from kraft.control.auth import hash_token, is_operator, new_token
+from kraft.control.dashboard import add_dashboard
 from kraft.control.intake import WAITING, Intake, Submission
 from kraft.control.metrics import FleetCollector, render
 from kraft.control.service import run_loop
@@ -280,6 +281,7 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
         scheduling-cycle histogram (operator token: scrape with a bearer credential)."""
         return Response(render(collector), media_type=CONTENT_TYPE_LATEST)
 
+    add_dashboard(app, Session, Operator, collector)
     add_inference_routes(app, engine, Tenant, audit, gateway)
     return app
 

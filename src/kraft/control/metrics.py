@@ -36,8 +36,13 @@ class FleetCollector:
     def __init__(self, fleet: FleetSpec, sessionmaker):
         self.fleet, self.Session = fleet, sessionmaker
         cluster = ClusterState(fleet)
-        self.site_of_node = {name: cluster.pools[cluster.node_pool[i]].site.name
-                             for i, name in enumerate(cluster.node_name)}
+        self.where = {name: (cluster.pools[cluster.node_pool[i]].site.name,
+                             cluster.node_pod[i]) for i, name in enumerate(cluster.node_name)}
+        self.pod_label = cluster.pod_name  # "site/pod" by pod index
+        self.pod_gpus = Counter()
+        for pool in cluster.pools:
+            for node in pool.nodes:
+                self.pod_gpus[(pool.site.name, cluster.node_pod[node])] += pool.gpus_per_node
         self.carbon = {}
         for site in fleet.sites:
             try:
@@ -45,15 +50,48 @@ class FleetCollector:
             except SignalError:
                 pass
 
-    def collect(self):
+    def snapshot(self) -> dict:
+        """The fleet now, from the database: shared by /metrics and the dashboard."""
         with self.Session() as s:
             states = dict(s.execute(select(JobRow.state, func.count())
                                     .group_by(JobRow.state)).all())
             running = s.scalars(select(JobRow.placement).where(JobRow.state == "running")).all()
-        busy = Counter()
+        busy, pod_busy = Counter(), Counter()
         for placement in running:
             for rank in placement or []:
-                busy[self.site_of_node.get(rank["node"], "?")] += len(rank["gpus"])
+                site, pod = self.where.get(rank["node"], ("?", -1))
+                busy[site] += len(rank["gpus"])
+                pod_busy[(site, pod)] += len(rank["gpus"])
+        now = datetime.now(UTC)
+        hour = (now.timetuple().tm_yday - 1) * 24 + now.hour
+        sites = []
+        for site in self.fleet.sites:
+            gpus = idle_w = 0.0
+            for pod in site.pods:
+                for g in pod.nodes:
+                    n = pod.count * g.count * g.gpus
+                    gpus += n
+                    idle_w += n * CATALOG[g.model].idle_power_w
+            # busy GPUs draw rated (or capped) power instead of idle; the site's first model
+            model = CATALOG[site.pods[0].nodes[0].model]
+            gpu_w = idle_w + busy[site.name] * (capped_power_w(model, site.gpu_power_cap_w)
+                                                - model.idle_power_w)
+            it_w = gpu_w * (1 + site.host_overhead_share)
+            series = self.carbon.get(site.name)
+            sites.append({
+                "site": site.name, "zone": site.grid_zone, "gpus": int(gpus),
+                "allocated": busy[site.name], "it_w": it_w,
+                "facility_w": it_w * float(pue(site.cooling, np.array([15.0]))[0]),
+                "budget_w": site.it_power_budget_mw * 1e6,
+                "carbon_g_per_kwh": None if series is None
+                else float(series[hour % len(series)]),
+                "pods": [{"pod": self.pod_label[p], "gpus": n, "allocated": pod_busy[(st, p)]}
+                         for (st, p), n in sorted(self.pod_gpus.items()) if st == site.name]})
+        return {"states": states, "sites": sites}
+
+    def collect(self):
+        snap = self.snapshot()
+        states = snap["states"]
         jobs = GaugeMetricFamily("kraft_jobs", "Jobs by state", labels=["state"])
         for state in ("pending", "admitted", "running", "preempted", "succeeded", "failed",
                       "cancelled", "rejected"):
@@ -69,26 +107,13 @@ class FleetCollector:
                                   "(IT x PUE at 15 C, estimate)", labels=["site"])
         carbon = GaugeMetricFamily("kraft_grid_carbon_g_per_kwh", "Grid carbon intensity "
                                    "this hour, location-based", labels=["site", "zone"])
-        hour = datetime.now(UTC).timetuple().tm_yday * 24 - 24 + datetime.now(UTC).hour
-        for site in self.fleet.sites:
-            gpus = site_gpu_w = 0.0
-            for pod in site.pods:
-                for g in pod.nodes:
-                    n = pod.count * g.count * g.gpus
-                    gpus += n
-                    site_gpu_w += n * CATALOG[g.model].idle_power_w
-            # busy GPUs draw rated (or capped) power instead of idle; first model in the site
-            model = CATALOG[site.pods[0].nodes[0].model]
-            site_gpu_w += busy[site.name] * (capped_power_w(model, site.gpu_power_cap_w)
-                                             - model.idle_power_w)
-            watts = site_gpu_w * (1 + site.host_overhead_share)
-            total.add_metric([site.name], gpus)
-            used.add_metric([site.name], busy[site.name])
-            it_w.add_metric([site.name], watts)
-            fac_w.add_metric([site.name], watts * float(pue(site.cooling, np.array([15.0]))[0]))
-            series = self.carbon.get(site.name)
-            if series is not None:
-                carbon.add_metric([site.name, site.grid_zone], float(series[hour % len(series)]))
+        for site in snap["sites"]:
+            total.add_metric([site["site"]], site["gpus"])
+            used.add_metric([site["site"]], site["allocated"])
+            it_w.add_metric([site["site"]], site["it_w"])
+            fac_w.add_metric([site["site"]], site["facility_w"])
+            if site["carbon_g_per_kwh"] is not None:
+                carbon.add_metric([site["site"], site["zone"]], site["carbon_g_per_kwh"])
         yield from (total, used, it_w, fac_w, carbon)
 
 
