@@ -343,6 +343,97 @@ def shift(
         (out / "shift.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
 
+@app.command()
+@_guard
+def whatif(
+    sweep: Annotated[Path, typer.Argument(help="sweep YAML (docs/whatif.md)")],
+    out: Annotated[Optional[Path], typer.Option(
+        help="results folder (default: whatif-<name>); rerun to resume")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="parallel processes")] = 2,
+    ray: Annotated[Optional[str], typer.Option(
+        "--ray", help="run the scenarios on this Ray cluster (address, e.g. auto or "
+                      "ray://head:10001) instead of local processes")] = None,
+    data_dir: DataOpt = None,
+) -> None:
+    """Run every scenario of a sweep (fleets x traces x policies x parameters) in parallel,
+    then write a comparison table (summary.json) and report.html. Finished scenarios are
+    kept: an interrupted sweep resumes where it stopped."""
+    from rich.table import Table
+
+    from kraft import whatif as w
+    from kraft.report.html import load_scenario, render
+    from kraft.spec.load import SpecError, load_yaml
+
+    spec = load_yaml(sweep, w.SweepSpec)
+    for name in spec.policies:
+        make_policy(name)
+    for fleet in spec.fleets:
+        load_fleet(fleet)
+    scenarios = spec.scenarios()
+    out = out or Path(f"whatif-{spec.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [s for s in scenarios if not w.done(out, s)]
+    data = _data_dir(data_dir)
+    data_arg = str(data) if data else None
+    payload = spec.model_dump(mode="json")
+    console.print(f"{spec.name}: {len(scenarios)} scenarios, {len(scenarios) - len(todo)} "
+                  f"already done in {out}", highlight=False)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("scenarios"), TimeElapsedColumn(), console=err) as bar:
+        task = bar.add_task(spec.name, total=len(scenarios), completed=len(scenarios) - len(todo))
+        for scenario, (results, jobs) in _scenario_results(w, payload, todo, data_arg, workers,
+                                                           ray):
+            w.save(out, scenario, results, jobs)
+            bar.advance(task)
+    rows = w.summary_rows(out, scenarios)
+    (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+    table = Table(title=f"what-if: {spec.name}", title_justify="left")
+    cols = ["policy", *[p for p in w.PARAMS if len({str(r[p]) for r in rows}) > 1],
+            "fleet_gpus", "jct_mean_h", "slowdown", "utilization", "preemptions", "failures",
+            "facility_mwh", "carbon_location_t"]
+    if len(spec.fleets) > 1:
+        cols.insert(0, "fleet")
+    if len(spec.traces) > 1:
+        cols.insert(0, "trace")
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("policy", "fleet", "trace") else "right")
+    for r in rows:
+        table.add_row(*[str(r[c]) for c in cols])
+    console.print(table)
+    try:
+        page = render([load_scenario(out / s["id"], s["id"]) for s in scenarios],
+                      f"what-if: {spec.name}")
+    except SpecError as e:
+        _fail(str(e))
+    (out / "report.html").write_text(page)
+    console.print(f"wrote {out}/summary.json and {out}/report.html")
+
+
+def _scenario_results(w, payload, todo, data_arg, workers, ray_address):
+    """(scenario, (results, jobs.parquet bytes)) as each finishes."""
+    if not todo:
+        return
+    if ray_address:
+        import ray
+
+        ray.init(address=ray_address, log_to_driver=False)
+        try:
+            remote = ray.remote(w.run_scenario)
+            pending = {remote.remote(payload, s, data_arg): s for s in todo}
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                yield pending.pop(ready[0]), ray.get(ready[0])
+        finally:
+            ray.shutdown()
+        return
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(w.run_scenario, payload, s, data_arg): s for s in todo}
+        for f in as_completed(futures):
+            yield futures[f], f.result()
+
+
 @report_app.command("html")
 @_guard
 def report_html(
