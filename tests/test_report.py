@@ -34,6 +34,16 @@ def test_report_opens_offline_with_every_plot_drawn(tmp_path):
         body = driver.find_element("tag name", "body").text
         assert all(name in body for name in tenants)
         assert "Scenarios" in body and "fifo" in body and "las" in body
+        # kraft compare writes the same kind of report
+        cmp = tmp_path / "compare.html"
+        r = CliRunner().invoke(app, ["compare", "--policies", "fifo,srtf", "--load", "0.8",
+                                     "--no-energy", "--report", str(cmp)])
+        assert r.exit_code == 0, r.output
+        driver.get(cmp.as_uri())
+        plots, drawn = plots_drawn(driver)
+        assert plots == drawn == 2  # allocation and JCT; no energy books asked
+        assert console_errors(driver) == []
+        assert "srtf" in driver.find_element("tag name", "body").text
     finally:
         driver.quit()
 

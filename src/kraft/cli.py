@@ -274,6 +274,8 @@ def compare(
     energy: EnergyOpt = True,
     signal_year: YearOpt = 2024,
     gpu_util: UtilOpt = 1.0,
+    report: Annotated[Optional[Path], typer.Option(
+        help="also write an HTML report comparing the policies here")] = None,
 ) -> None:
     """Run several policies on the same trace and fleet; print one table."""
     from kraft.report.tables import energy_table, results_table
@@ -282,13 +284,17 @@ def compare(
     fleet_spec, tenants_spec, loaded, books = _setup(
         names, fleet, tenants, trace, data_dir, seed, fmt, energy, signal_year, gpu_util)
     defaults = JobDefaults(checkpoint_interval or None, restart_cost)
-    rows = []
+    rows, scenarios = [], []
     for name in names:
         run = _run(fleet_spec, tenants_spec, loaded, name, load, seed, defaults,
                    SchedulerConfig(scan_depth=scan_depth), books)
         rows.append((name, run.results, run.timing))
         if out is not None:
             _write(out / name, run)
+        if report is not None:
+            from kraft.report.html import Scenario, job_columns
+
+            scenarios.append(Scenario(name, run.results, job_columns(run.outcome.jobs)))
     first = rows[0][1]
     title = (f"{loaded.name} on {fleet_spec.name} ({first['fleet_gpus']} GPUs), "
              f"{first['jobs']['submitted']} jobs, offered load {first['load']['offered']:.2f}")
@@ -298,6 +304,11 @@ def compare(
                                    "energy, carbon (location- and market-based, apart) and cost"))
     if out is not None:
         console.print(f"wrote {out}/<policy>/results.json")
+    if report is not None:
+        from kraft.report.html import render
+
+        report.write_text(render(scenarios, f"compare: {title}"))
+        console.print(f"wrote {report}")
 
 
 @app.command()

@@ -47,6 +47,14 @@ def load_scenario(folder: Path, label: str | None = None) -> Scenario:
     return Scenario(label or folder.name, results, jobs)
 
 
+def job_columns(jobs) -> dict[str, np.ndarray]:
+    """The columns the report reads, from a run's jobs in memory (as jobs.parquet holds)."""
+    return {"tier": np.array([j.tenant.tier.value for j in jobs]),
+            "submit_s": np.array([j.submit_s for j in jobs]),
+            "finish_s": np.array([j.finish_s for j in jobs]),
+            "state": np.array([j.state.name.lower() for j in jobs])}
+
+
 def _days(hours) -> np.ndarray:
     return np.asarray(hours, float) / 24
 
