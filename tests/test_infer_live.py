@@ -190,3 +190,29 @@ def test_replicas_of_a_reserved_tenant_preempt_spot_training(tmp_path):
         server.terminate()
         server.wait(timeout=15)
         stop_leftovers(home)
+
+
+def test_scale_from_zero_on_the_first_request(tmp_path):
+    """min 0: no replica until a request comes; the request waits in the gateway, counts as
+    demand, the autoscaler starts a replica, and the request is served by it."""
+    home = tmp_path / "home"
+    acme = token(home, "acme")
+    port = free_port()
+    server = start_server(home, port, None)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}",
+                          headers={"Authorization": f"Bearer {acme}"}, timeout=60)
+    try:
+        spec = {**SERVICE, "shared": False, "replicas": {"min": 0, "max": 1}}
+        assert client.post("/v1/services", json=spec).status_code == 201
+        time.sleep(1)
+        assert client.get("/v1/services/chat").json()["replicas"] == []
+        r = client.post("/v1/completions", json={"model": "chat", "prompt": "hi",
+                                                 "max_tokens": 2})
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["text"] == " tok0 tok1"
+        assert len(client.get("/v1/services/chat").json()["replicas"]) == 1
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(timeout=15)
+        stop_leftovers(home)

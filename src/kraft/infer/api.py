@@ -117,8 +117,7 @@ def add_inference_routes(app: FastAPI, engine, Tenant, audit, gateway: Gateway |
         try:
             svc = gateway.find(who, body.model)
             text = body.prompt if isinstance(body.prompt, str) else str(body.messages or "")
-            rep = await gateway.pick(svc, gateway.residency(who),
-                                     max(1, len(text) // CHARS_PER_TOKEN))
+            rep = await gateway.pick(svc, who, max(1, len(text) // CHARS_PER_TOKEN))
         except RoutingError as e:
             raise HTTPException(e.status, e.reason) from None
         rep.outstanding += 1

@@ -99,6 +99,7 @@ class LiveService:
     last_change_s: float = 0.0
     next_scale_s: float = 0.0
     outcomes: deque = field(default_factory=deque)  # (finished at, met the SLO)
+    queued: int = 0  # requests waiting in the gateway for a ready replica (scale from zero)
     router: object = None
     timing: ReplicaTiming | None = None
 
@@ -118,6 +119,8 @@ class Gateway:
         self.sites = {site.name: site for site in fleet.sites}
         self.local = {site.name for site in fleet.sites if site.executor.kind == "local"}
         self.services: dict[int, LiveService] = {}  # by the service row's id
+        self.residencies: dict[str, ResidencySpec] = {}
+        self.regions: dict[str, str | None] = {}  # where each tenant's users are
         self.refresh_s = refresh_s
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=2))
         self._task: asyncio.Task | None = None
@@ -154,6 +157,11 @@ class Gateway:
             rows = s.scalars(select(ServiceRow)).all()
             jobs = s.scalars(select(JobRow).where(JobRow.service_id.is_not(None),
                                                   JobRow.state.not_in(FINAL))).all()
+            tenants = s.scalars(select(TenantRow)).all()
+        # callers' residency, read here and not per request: the request path stays off the DB
+        specs = [TenantSpec.model_validate(t.spec) for t in tenants]
+        self.residencies = {t.name: t.residency for t in specs}
+        self.regions = {t.name: t.region for t in specs}
         by_id = {}
         for row in rows:
             svc = self.services.get(row.id)
@@ -210,7 +218,7 @@ class Gateway:
                     svc.outcomes.popleft()
                 met = [m for _, m in svc.outcomes]
                 x = ScaleInput(now_s, len(active) + svc.starting,
-                               sum(r.outstanding for r in active),
+                               sum(r.outstanding for r in active) + svc.queued,
                                sum(met) / len(met) if met else None,
                                svc.spec.slo.percentile / 100, svc.last_change_s)
                 want = desired_replicas(svc.spec.autoscale, svc.spec.replicas, x)
@@ -248,9 +256,13 @@ class Gateway:
     # ---- requests ---------------------------------------------------------------------------
 
     def residency(self, tenant: str) -> ResidencySpec:
-        with self.Session() as s:
-            row = s.get(TenantRow, tenant)
-        return TenantSpec.model_validate(row.spec).residency if row else ResidencySpec()
+        """The caller's residency, as of the last refresh (a quarter second)."""
+        if tenant not in self.residencies:  # a tenant newer than the last refresh
+            with self.Session() as s:
+                row = s.get(TenantRow, tenant)
+            if row is not None:
+                self.residencies[tenant] = TenantSpec.model_validate(row.spec).residency
+        return self.residencies.get(tenant, ResidencySpec())
 
     def find(self, caller: str, name: str) -> LiveService:
         """The caller's own service of that name, else a shared one."""
@@ -265,16 +277,27 @@ class Gateway:
         return next((v for v in self.services.values()
                      if v.tenant == tenant and v.name == name), None)
 
-    async def pick(self, svc: LiveService, residency: ResidencySpec, prompt_tokens: int,
+    async def pick(self, svc: LiveService, caller: str, prompt_tokens: int,
                    wait_s: float = 30.0) -> LiveReplica:
-        """A ready replica on a site the caller may use; waits while replicas start."""
+        """A ready replica on a site the caller's residency allows (the router weighs the
+        network from the caller's region); waits while replicas start."""
         deadline = time.monotonic() + wait_s
+        residency, region = self.residency(caller), self.regions.get(caller)
+        rtt = {name: site.latency_ms.get(region, 0.0) for name, site in self.sites.items()} \
+            if region else {}
+        svc.queued += 1  # demand the autoscaler sees while no replica can take it
+        try:
+            return await self._pick(svc, residency, rtt, prompt_tokens, deadline)
+        finally:
+            svc.queued -= 1
+
+    async def _pick(self, svc, residency, rtt, prompt_tokens, deadline) -> LiveReplica:
         while True:
             live = [r for r in svc.replicas.values() if r.ready and not r.draining]
             sites = {r.site for r in svc.replicas.values()}
             allowed = [r for r in live if residency.allows(self.sites[r.site])]
             if allowed:
-                return svc.router.choose(allowed, prompt_tokens, time.time(), {})
+                return svc.router.choose(allowed, prompt_tokens, time.time(), rtt)
             if sites and not any(residency.allows(self.sites[x]) for x in sites):
                 raise RoutingError(451, f"no replica of {svc.name!r} runs where your "
                                         f"residency allows ({residency.describe()}); replicas "
