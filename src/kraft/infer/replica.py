@@ -27,12 +27,14 @@ class Replica:
     def __init__(self, index: int, site: str, timing: ReplicaTiming, kv_tokens: int,
                  max_batch: int, started_s: float, ready_s: float,
                  prompt: np.ndarray, output: np.ndarray,
-                 first_token_s: np.ndarray, finish_s: np.ndarray):
+                 first_token_s: np.ndarray, finish_s: np.ndarray, slot: int = 0):
         self.index, self.site, self.timing = index, site, timing
         self.kv_tokens, self.max_batch = kv_tokens, max_batch
         self.started_s, self.ready_s = started_s, ready_s
+        self.slot = slot  # where on the fleet it runs (kraft.infer.sim's replica slots)
         self.stopped_s: float | None = None
         self.draining = False
+        self.drain_s = 0.0
         # Shared per-request arrays of the whole simulation, written here.
         self._prompt, self._output = prompt, output
         self._first, self._finish = first_token_s, finish_s

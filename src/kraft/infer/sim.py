@@ -64,60 +64,103 @@ def _interleave(groups: list[list]) -> list[list]:
     return [[g[i] for g in groups if i < len(g)] for i in range(longest)]
 
 
+class _Replicas:
+    """The service's replicas over time, on the fleet's replica slots."""
+
+    def __init__(self, service: InferenceServiceSpec, fleet: FleetSpec, requests: Requests,
+                 rtt: dict[str, float]):
+        model = llm_model(service.model)
+        self.service, self.requests, self.rtt = service, requests, rtt
+        self.timing = ReplicaTiming(model, service.gpu, service.tp)
+        self.kv_tokens = kv_capacity_tokens(model, service.gpu, service.tp)
+        self.slots = replica_slots(service, fleet)
+        self.free = [True] * len(self.slots)
+        n = len(requests)
+        self.first, self.finish = np.full(n, np.nan), np.full(n, np.nan)
+        self.served_by = np.full(n, -1, dtype=np.int64)
+        self.all: list[Replica] = []
+        self.last_change_s, self.added, self.removed = 0.0, 0, 0
+
+    def launch(self, now_s: float, ready_s: float) -> None:
+        slot = self.free.index(True)
+        self.free[slot] = False
+        r = self.requests
+        self.all.append(Replica(len(self.all), self.slots[slot].name, self.timing,
+                                self.kv_tokens, self.service.max_batch, now_s, ready_s,
+                                r.prompt_tokens, r.output_tokens, self.first, self.finish,
+                                slot))
+
+    def serving(self) -> list[Replica]:
+        return [r for r in self.all if not r.draining and r.stopped_s is None]
+
+    def tick(self, now_s: float) -> None:
+        """One autoscaler look: advance everyone to now, retire drained replicas, decide,
+        act."""
+        spec = self.service.autoscale
+        for r in self.all:
+            if r.stopped_s is None:
+                r.advance_to(now_s)
+                if r.draining and r.outstanding == 0:
+                    r.stopped_s = max(r.last_done_s, r.drain_s)
+                    self.free[r.slot] = True
+        active = self.serving()
+        x = ScaleInput(now_s, len(active), sum(r.outstanding for r in active),
+                       self._attainment(now_s - spec.window_s, now_s),
+                       self.service.slo.percentile / 100, self.last_change_s)
+        want = min(desired_replicas(spec, self.service.replicas, x),
+                   len(active) + self.free.count(True))
+        for _ in range(want - len(active)):
+            self.launch(now_s, now_s + spec.startup_s)
+        if want < len(active):
+            victim = min(active, key=lambda r: (r.outstanding, -r.index))
+            victim.draining, victim.drain_s = True, now_s
+        if want != len(active):
+            self.last_change_s = now_s
+            self.added += max(0, want - len(active))
+            self.removed += max(0, len(active) - want)
+
+    def _attainment(self, since_s: float, now_s: float) -> float | None:
+        """Share of the requests finished in (since, now] that met the SLO, network in."""
+        recent = (self.finish > since_s) & (self.finish <= now_s)
+        if not recent.any():
+            return None
+        net_s = np.array([self.rtt[self.all[j].site] for j in self.served_by[recent]]) / 1e3
+        r = self.requests
+        ttft_ms = (self.first[recent] - r.arrival_s[recent] + net_s) * 1e3
+        tpot_ms = ((self.finish[recent] - self.first[recent]) * 1e3
+                   / np.maximum(r.output_tokens[recent] - 1, 1))
+        slo = self.service.slo
+        return float(np.mean((ttft_ms <= slo.ttft_ms) & (tpot_ms <= slo.tpot_ms)))
+
+
 def simulate(service: InferenceServiceSpec, fleet: FleetSpec, requests: Requests,
              router: str = "slo-aware", replicas: int | None = None,
              autoscale: bool | None = None) -> InferenceResult:
     wall0 = time.perf_counter()
-    model = llm_model(service.model)
-    timing = ReplicaTiming(model, service.gpu, service.tp)
-    kv_tokens = kv_capacity_tokens(model, service.gpu, service.tp)
-    slots = replica_slots(service, fleet)
+    rtt = {s.name: s.latency_ms.get(service.region, 0.0) if service.region else 0.0
+           for s in fleet.sites}
+    pool = _Replicas(service, fleet, requests, rtt)
     scaling = service.autoscale.enabled if autoscale is None else autoscale
     bounds = service.replicas
     start = bounds.start if replicas is None else replicas
     if scaling:
         start = max(bounds.min, min(bounds.max, start))
-    if start > len(slots) or start < 1:
+    if start > len(pool.slots) or start < 1:
         raise PlacementError(f"{start} replicas of {service.tp} x {service.gpu}: the allowed "
-                             f"sites hold 1 to {len(slots)}")
-    n = len(requests)
-    arrival, prompt, output = requests.arrival_s, requests.prompt_tokens, requests.output_tokens
-    first = np.full(n, np.nan)
-    finish = np.full(n, np.nan)
-    served_by = np.full(n, -1, dtype=np.int64)
-    rtt = {s.name: s.latency_ms.get(service.region, 0.0) if service.region else 0.0
-           for s in fleet.sites}
-    pick = make_router(router, service.slo.ttft_ms)
-    fleet_replicas: list[Replica] = []
-    used_slots: list[bool] = [False] * len(slots)
-
-    def launch(now_s: float, ready_s: float) -> None:
-        slot = used_slots.index(False)
-        used_slots[slot] = True
-        r = Replica(len(fleet_replicas), slots[slot].name, timing, kv_tokens,
-                    service.max_batch, now_s, ready_s, prompt, output, first, finish)
-        r.slot = slot
-        fleet_replicas.append(r)
-
+                             f"sites hold 1 to {len(pool.slots)}")
     for _ in range(start):
-        launch(0.0, 0.0)
-    spec = service.autoscale
-    next_tick = spec.interval_s if scaling else math.inf
-    last_change, ups, downs, peak = 0.0, 0, 0, start
-    target = service.slo.percentile / 100
-    refused = 0
-    for i in range(n):
-        t = arrival[i]
+        pool.launch(0.0, 0.0)
+    pick = make_router(router, service.slo.ttft_ms)
+    interval = service.autoscale.interval_s
+    next_tick = interval if scaling else math.inf
+    peak, refused = start, 0
+    prompt = requests.prompt_tokens
+    for i, t in enumerate(requests.arrival_s):
         while next_tick <= t:
-            change = _tick(next_tick, fleet_replicas, service, bounds, first, finish, arrival,
-                           output, target, last_change, launch, used_slots)
-            if change:
-                last_change = next_tick
-                ups += max(change, 0)
-                downs += max(-change, 0)
-            peak = max(peak, sum(r.stopped_s is None for r in fleet_replicas))
-            next_tick += spec.interval_s
-        live = [r for r in fleet_replicas if not r.draining and r.stopped_s is None]
+            pool.tick(next_tick)
+            peak = max(peak, sum(r.stopped_s is None for r in pool.all))
+            next_tick += interval
+        live = pool.serving()
         ready = [r for r in live if r.ready_s <= t] or live
         if not ready:
             refused += 1
@@ -126,47 +169,16 @@ def simulate(service: InferenceServiceSpec, fleet: FleetSpec, requests: Requests
             r.advance_to(t)
         chosen = pick.choose(ready, int(prompt[i]), t, rtt)
         chosen.add(i)
-        served_by[i] = chosen.index
-    end_s = 0.0
-    for r in fleet_replicas:
+        pool.served_by[i] = chosen.index
+    for r in pool.all:
         r.advance_to(math.inf)
         if r.stopped_s is None:
             r.stopped_s = max(r.clock_s, r.ready_s)
-        end_s = max(end_s, r.stopped_s)
-    return _result(service, fleet, requests, fleet_replicas, served_by, first, finish, rtt,
-                   refused, dict(replicas_added=ups, replicas_removed=downs, replicas_peak=peak,
-                                 replicas_start=start, router=router, autoscale=scaling,
-                                 sim_wall_s=round(time.perf_counter() - wall0, 3)))
-
-
-def _tick(now_s, replicas, service, bounds, first, finish, arrival, output, target,
-          last_change, launch, used_slots) -> int:
-    """One autoscaler look: advance everyone to now, decide, act. Returns the change."""
-    spec = service.autoscale
-    for r in replicas:
-        if r.stopped_s is None:
-            r.advance_to(now_s)
-            if r.draining and r.outstanding == 0:
-                r.stopped_s = max(r.last_done_s, r.drain_s)
-                used_slots[r.slot] = False
-    active = [r for r in replicas if r.stopped_s is None and not r.draining]
-    recent = (finish > now_s - spec.window_s) & (finish <= now_s)
-    attainment = None
-    if recent.any():
-        ttft = (first[recent] - arrival[recent]) * 1e3
-        tpot = (finish[recent] - first[recent]) * 1e3 / np.maximum(output[recent] - 1, 1)
-        attainment = float(np.mean((ttft <= service.slo.ttft_ms)
-                                   & (tpot <= service.slo.tpot_ms)))
-    x = ScaleInput(now_s, len(active), sum(r.outstanding for r in active), attainment,
-                   target, last_change)
-    want = desired_replicas(spec, bounds, x)
-    want = min(want, len(active) + used_slots.count(False))
-    for _ in range(want - len(active)):
-        launch(now_s, now_s + spec.startup_s)
-    if want < len(active):
-        victim = min(active, key=lambda r: (r.outstanding, -r.index))
-        victim.draining, victim.drain_s = True, now_s
-    return want - len(active)
+    return _result(service, fleet, requests, pool.all, pool.served_by, pool.first,
+                   pool.finish, rtt, refused,
+                   dict(replicas_added=pool.added, replicas_removed=pool.removed,
+                        replicas_peak=peak, replicas_start=start, router=router,
+                        autoscale=scaling, sim_wall_s=round(time.perf_counter() - wall0, 3)))
 
 
 def _percentiles(x: np.ndarray) -> dict[str, float]:
