@@ -232,3 +232,16 @@ def test_prometheus_metrics_for_the_operator_only(api):
     assert values['kraft_grid_carbon_g_per_kwh{site="local",zone="NO-NO1"}'] > 0
     api.post(f"/v1/jobs/{job_id}/cancel", headers=a)
     wait_for(api, a, job_id, {"cancelled"})
+
+
+def test_jobs_do_not_inherit_krafts_metrics_folder(api, monkeypatch):
+    """With PROMETHEUS_MULTIPROC_DIR (set by kraft serve) a job using prometheus_client would
+    write into Kraft's own /metrics; jobs start without it."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/nonexistent/kraft-metrics")
+    monkeypatch.setenv("KRAFT_TEST_MARK", "inherited")
+    a, _ = tenant(api, "a")
+    cmd = ["bash", "-c", "echo mark=$KRAFT_TEST_MARK prom=${PROMETHEUS_MULTIPROC_DIR:-unset}"]
+    job_id = api.post("/v1/jobs", json={"gpus": 1, "command": cmd}, headers=a).json()["id"]
+    wait_for(api, a, job_id, {"succeeded"})
+    out = api.get(f"/v1/jobs/{job_id}/logs", headers=a).text
+    assert "mark=inherited prom=unset" in out, out

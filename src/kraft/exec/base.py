@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -27,6 +28,16 @@ class RunStatus:
     running: bool
     exit_code: int | None = None  # set once finished
     lost: bool = False  # gone without an exit status (killed with the host, say)
+
+
+# Settings of Kraft's own processes that a job must not inherit: with it, a job using
+# prometheus_client would write into Kraft's metrics folder and show up in /metrics.
+PRIVATE_ENV = ("PROMETHEUS_MULTIPROC_DIR",)
+
+
+def host_env() -> dict[str, str]:
+    """This process's environment, less Kraft's private settings: what jobs start from."""
+    return {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
 
 
 def launcher_env(req: RunRequest, rank: int, master_addr: str) -> dict[str, str]:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kraft.exec.base import ExitFiles, RunRequest, RunStatus, launcher_env
+from kraft.exec.base import ExitFiles, RunRequest, RunStatus, host_env, launcher_env
 
 
 class LocalExecutor(ExitFiles):
@@ -22,7 +22,7 @@ class LocalExecutor(ExitFiles):
         pids = []
         log = self.log_path(req.job_id, req.attempt)
         for rank, r in enumerate(req.ranks):
-            env = {**os.environ, **launcher_env(req, rank, "127.0.0.1"),
+            env = {**host_env(), **launcher_env(req, rank, "127.0.0.1"),
                    "CUDA_VISIBLE_DEVICES": ",".join(map(str, r.gpus))}
             with open(log, "ab") as out:
                 proc = subprocess.Popen(self.runner_argv(req, rank, sys.executable),

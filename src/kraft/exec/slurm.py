@@ -18,7 +18,7 @@ import subprocess
 import sys
 from functools import cache
 
-from kraft.exec.base import ExitFiles, RunRequest, RunStatus, launcher_env
+from kraft.exec.base import ExitFiles, RunRequest, RunStatus, host_env, launcher_env
 
 LIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
         "RESIZING", "SIGNALING", "STAGE_OUT"}
@@ -29,8 +29,8 @@ class SlurmError(RuntimeError):
 
 
 def _run(argv: list[str]) -> str:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    try:  # sbatch --export=ALL passes this environment on to the job: Kraft's private part out
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=host_env())
     except (OSError, subprocess.TimeoutExpired) as e:
         raise SlurmError(f"{argv[0]}: {e}") from e
     if out.returncode != 0:
