@@ -8,19 +8,21 @@ it), STRICT_PACK for one rank and STRICT_SPREAD for several. It first checks tha
 can ever fit, and fails at once with the reason if not: a Ray job pending on resources that can
 never exist cannot be stopped. Then one task per rank runs the command with the launcher's
 variables; Ray sets CUDA_VISIBLE_DEVICES. The driver exits with the first non-zero rank exit
-code (0 if all succeed). Stopping the Ray job kills this driver, and its placement group and
-tasks go with it.
+code (0 if all succeed). Stopping the Ray job sends this driver SIGTERM: it then force-cancels
+its rank tasks and removes its placement group before exiting, so the GPUs are free when the
+job has stopped rather than whenever Ray's own clean-up of a dead driver comes round.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
 import ray
-from ray.util.placement_group import placement_group
+from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 INFEASIBLE = 3
@@ -61,8 +63,17 @@ def main(argv: list[str]) -> int:
         return INFEASIBLE
     pg = placement_group([{"GPU": g, node: 0.001} for node, g in bundles],
                          strategy="STRICT_PACK" if len(bundles) == 1 else "STRICT_SPREAD")
+    refs: list = []
+
+    def stop(signum, _frame):  # installed after ray.init, which sets a handler of its own
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        remove_placement_group(pg)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
     ray.get(pg.ready())
-    refs = [run_rank.options(
+    refs += [run_rank.options(
         num_gpus=g, scheduling_strategy=PlacementGroupSchedulingStrategy(
             pg, placement_group_bundle_index=i)).remote(cmd, envs[i])
         for i, (_, g) in enumerate(bundles)]
