@@ -36,8 +36,9 @@ class FleetCollector:
     def __init__(self, fleet: FleetSpec, sessionmaker):
         self.fleet, self.Session = fleet, sessionmaker
         cluster = ClusterState(fleet)
-        self.where = {name: (cluster.pools[cluster.node_pool[i]].site.name,
-                             cluster.node_pod[i]) for i, name in enumerate(cluster.node_name)}
+        self.pools = cluster.pools
+        self.where = {name: (cluster.node_pool[i], cluster.node_pod[i])
+                      for i, name in enumerate(cluster.node_name)}
         self.pod_label = cluster.pod_name  # "site/pod" by pod index
         self.pod_gpus = Counter()
         for pool in cluster.pools:
@@ -56,31 +57,28 @@ class FleetCollector:
             states = dict(s.execute(select(JobRow.state, func.count())
                                     .group_by(JobRow.state)).all())
             running = s.scalars(select(JobRow.placement).where(JobRow.state == "running")).all()
-        busy, pod_busy = Counter(), Counter()
+        pool_busy, pod_busy = Counter(), Counter()
         for placement in running:
             for rank in placement or []:
-                site, pod = self.where.get(rank["node"], ("?", -1))
-                busy[site] += len(rank["gpus"])
-                pod_busy[(site, pod)] += len(rank["gpus"])
+                if rank["node"] in self.where:
+                    pool, pod = self.where[rank["node"]]
+                    pool_busy[pool] += len(rank["gpus"])
+                    pod_busy[(self.pools[pool].site.name, pod)] += len(rank["gpus"])
         now = datetime.now(UTC)
         hour = (now.timetuple().tm_yday - 1) * 24 + now.hour
         sites = []
         for site in self.fleet.sites:
-            gpus = idle_w = 0.0
-            for pod in site.pods:
-                for g in pod.nodes:
-                    n = pod.count * g.count * g.gpus
-                    gpus += n
-                    idle_w += n * CATALOG[g.model].idle_power_w
-            # busy GPUs draw rated (or capped) power instead of idle; the site's first model
-            model = CATALOG[site.pods[0].nodes[0].model]
-            gpu_w = idle_w + busy[site.name] * (capped_power_w(model, site.gpu_power_cap_w)
-                                                - model.idle_power_w)
+            pools = [p for p in self.pools if p.site is site]
+            # each GPU model at its own idle power, its busy GPUs at rated (or capped) power
+            gpu_w = sum(p.total_gpus * CATALOG[p.model].idle_power_w + pool_busy[p.index]
+                        * (capped_power_w(CATALOG[p.model], site.gpu_power_cap_w)
+                           - CATALOG[p.model].idle_power_w) for p in pools)
+            busy = sum(pool_busy[p.index] for p in pools)
             it_w = gpu_w * (1 + site.host_overhead_share)
             series = self.carbon.get(site.name)
             sites.append({
-                "site": site.name, "zone": site.grid_zone, "gpus": int(gpus),
-                "allocated": busy[site.name], "it_w": it_w,
+                "site": site.name, "zone": site.grid_zone,
+                "gpus": sum(p.total_gpus for p in pools), "allocated": busy, "it_w": it_w,
                 "facility_w": it_w * float(pue(site.cooling, np.array([15.0]))[0]),
                 "budget_w": site.it_power_budget_mw * 1e6,
                 "carbon_g_per_kwh": None if series is None
