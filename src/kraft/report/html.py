@@ -99,24 +99,30 @@ def _jct_cdf(scenarios: list[Scenario]) -> go.Figure | None:
     return fig
 
 
-def _energy(scenarios: list[Scenario]) -> go.Figure | None:
+def _site_hours(scenarios: list[Scenario]):
+    """(scenario, site, day of each hour, hourly books, first scenario?) for every site of
+    every scenario that kept its energy books."""
     with_books = [s for s in scenarios if "energy" in s.results]
-    if not with_books:
-        return None
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
     for s in with_books:
         for site, h in s.results["energy"]["hourly"].items():
-            x = np.arange(len(h["it_kwh"])) / 24
-            kwh = np.asarray(h["it_kwh"]) * np.asarray(h["pue"])
-            fig.add_trace(go.Scatter(x=x, y=kwh, name=f"{s.label} {site}: facility kWh/h",
-                                     mode="lines"), secondary_y=False)
-            fig.add_trace(go.Scatter(x=x, y=h["carbon_location_kg"], mode="lines",
-                                     name=f"{s.label} {site}: kgCO2e/h (location)"),
-                          secondary_y=False)
-            if s is with_books[0]:
-                fig.add_trace(go.Scatter(x=x, y=h["carbon_intensity_g_per_kwh"],
-                                         name=f"{site}: grid gCO2e/kWh", mode="lines",
-                                         line={"dash": "dot"}), secondary_y=True)
+            yield s, site, np.arange(len(h["it_kwh"])) / 24, h, s is with_books[0]
+
+
+def _energy(scenarios: list[Scenario]) -> go.Figure | None:
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for s, site, x, h, first in _site_hours(scenarios):
+        kwh = np.asarray(h["it_kwh"]) * np.asarray(h["pue"])
+        fig.add_trace(go.Scatter(x=x, y=kwh, name=f"{s.label} {site}: facility kWh/h",
+                                 mode="lines"), secondary_y=False)
+        fig.add_trace(go.Scatter(x=x, y=h["carbon_location_kg"], mode="lines",
+                                 name=f"{s.label} {site}: kgCO2e/h (location)"),
+                      secondary_y=False)
+        if first:  # the grid signal is the same for every scenario
+            fig.add_trace(go.Scatter(x=x, y=h["carbon_intensity_g_per_kwh"],
+                                     name=f"{site}: grid gCO2e/kWh", mode="lines",
+                                     line={"dash": "dot"}), secondary_y=True)
+    if not fig.data:
+        return None
     fig.update_xaxes(title_text="day of the run")
     fig.update_yaxes(title_text="per hour", secondary_y=False)
     fig.update_yaxes(title_text="grid gCO2e/kWh (location-based)", secondary_y=True)
@@ -125,19 +131,16 @@ def _energy(scenarios: list[Scenario]) -> go.Figure | None:
 
 
 def _power(scenarios: list[Scenario]) -> go.Figure | None:
-    with_books = [s for s in scenarios if "energy" in s.results]
-    if not with_books:
-        return None
     fig = go.Figure()
-    for s in with_books:
-        for site, h in s.results["energy"]["hourly"].items():
-            x = np.arange(len(h["it_kwh"])) / 24
-            fig.add_trace(go.Scatter(x=x, y=np.asarray(h["it_kwh"]) / 1e3, mode="lines",
-                                     name=f"{s.label} {site}: IT MW"))
-            budget = s.results["energy"]["per_site"][site]["budget_mw"]
-            if s is with_books[0] and budget:
-                fig.add_trace(go.Scatter(x=[x[0], x[-1]], y=[budget, budget], mode="lines",
-                                         name=f"{site}: budget MW", line={"dash": "dash"}))
+    for s, site, x, h, first in _site_hours(scenarios):
+        fig.add_trace(go.Scatter(x=x, y=np.asarray(h["it_kwh"]) / 1e3, mode="lines",
+                                 name=f"{s.label} {site}: IT MW"))
+        budget = s.results["energy"]["per_site"][site]["budget_mw"]
+        if first and budget:
+            fig.add_trace(go.Scatter(x=[x[0], x[-1]], y=[budget, budget], mode="lines",
+                                     name=f"{site}: budget MW", line={"dash": "dash"}))
+    if not fig.data:
+        return None
     fig.update_xaxes(title_text="day of the run")
     fig.update_yaxes(title_text="MW (hourly mean)")
     fig.update_layout(title="IT power against the site budget", height=420)
