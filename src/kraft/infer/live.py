@@ -154,9 +154,12 @@ class Gateway:
 
     def _refresh(self) -> None:
         with self.Session() as s:
-            rows = s.scalars(select(ServiceRow)).all()
             jobs = s.scalars(select(JobRow).where(JobRow.service_id.is_not(None),
                                                   JobRow.state.not_in(FINAL))).all()
+            # live services, and deleted ones only while their replicas drain
+            rows = s.scalars(select(ServiceRow).where(
+                ServiceRow.deleted.is_(False) | ServiceRow.id.in_(
+                    {j.service_id for j in jobs}))).all()
             tenants = s.scalars(select(TenantRow)).all()
         # callers' residency, read here and not per request: the request path stays off the DB
         specs = [TenantSpec.model_validate(t.spec) for t in tenants]
@@ -175,6 +178,8 @@ class Gateway:
             svc.name, svc.desired, svc.deleted = row.name, row.desired_replicas, row.deleted
             svc.starting = 0
             by_id[row.id] = svc
+        for sid in set(self.services) - set(by_id):  # deleted and drained: forget it
+            del self.services[sid]
         seen: dict[int, set[int]] = {sid: set() for sid in by_id}
         for job in jobs:
             svc = by_id.get(job.service_id)
