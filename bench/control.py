@@ -9,6 +9,10 @@ Starts `kraft serve` (one uvicorn process) on a fresh state folder or database, 
   1,000/s on PostgreSQL);
 - submit-to-start on an idle fleet: after the queue is cancelled and drained, one-GPU jobs
   submitted one by one; time until the API reports them running (target p99 < 1 s).
+
+The baseline: the same load generator against a FastAPI endpoint that does nothing
+(`empty_api.py`), on the same machine, just before. This machine's speed varies by up to
+~45 % from day to day; the ratio `of_empty_endpoint` does not move with it.
 """
 
 from __future__ import annotations
@@ -45,6 +49,34 @@ def fresh_pg(admin_url: str) -> str:
     with psycopg.connect(admin_url, autocommit=True) as c:
         c.execute(f'CREATE DATABASE "{name}"')
     return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def wait_up(base: str, path: str) -> None:
+    for _ in range(100):
+        try:
+            httpx.get(f"{base}{path}", timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+
+
+def empty_endpoint_rate(n: int, clients: int) -> float:
+    """Submissions/s the load generator gets from an endpoint that does nothing."""
+    import uvloop
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "--app-dir",
+                               str(Path(__file__).parent), "empty_api:app", "--port",
+                               str(port), "--log-level", "warning"])
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_up(base, "/openapi.json")
+        t0 = time.perf_counter()
+        uvloop.run(submit_all(base, "-", n, clients))
+        return n / (time.perf_counter() - t0)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 async def submit_all(base: str, token: str, n: int, clients: int) -> list[float]:
@@ -89,12 +121,8 @@ def main() -> None:
                                *db_args], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
-            try:
-                httpx.get(f"{base}/openapi.json", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        empty_rate = empty_endpoint_rate(a.jobs, a.clients)
+        wait_up(base, "/openapi.json")
         t0 = time.perf_counter()
         import uvloop
 
@@ -106,15 +134,18 @@ def main() -> None:
         kind = "postgresql" if a.db else "sqlite"
         target = 1000 if a.db else 500
         print(f"{kind}: {a.jobs:,} submissions from {a.clients} clients in {wall:.1f} s = "
-              f"{rate:,.0f}/s (target {target}/s), latency p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+              f"{rate:,.0f}/s (target {target}/s), latency p50 {p50:.1f} ms, p99 {p99:.1f} ms; "
+              f"an empty endpoint: {empty_rate:,.0f}/s, so {rate / empty_rate:.2f} of it")
 
         c = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"},
                          timeout=60)
-        for job in c.get("/v1/jobs", params={"limit": 10_000}).json():  # drain the queue
-            if job["state"] not in ("cancelled", "succeeded", "failed"):
-                c.post(f"/v1/jobs/{job['id']}/cancel")
-        while any(j["state"] not in ("cancelled", "succeeded", "failed")
-                  for j in c.get("/v1/jobs", params={"limit": 10_000}).json()):
+        asked: set[int] = set()  # drain the queue (by state: a listing holds 10,000 jobs)
+        while live := [j["id"] for state in ("pending", "admitted", "running")
+                       for j in c.get("/v1/jobs", params={"state": state,
+                                                          "limit": 10_000}).json()]:
+            for job_id in set(live) - asked:
+                c.post(f"/v1/jobs/{job_id}/cancel")
+                asked.add(job_id)
             time.sleep(0.5)
         starts = []
         for _ in range(a.starts):
@@ -133,6 +164,8 @@ def main() -> None:
         (RESULTS / f"control-{kind}.json").write_text(json.dumps({
             "db": kind, "submissions": a.jobs, "clients": a.clients,
             "submissions_per_s": round(rate), "target_per_s": target,
+            "empty_endpoint_per_s": round(empty_rate),
+            "of_empty_endpoint": round(rate / empty_rate, 2),
             "latency_p50_ms": round(p50, 1), "latency_p99_ms": round(p99, 1),
             "submit_to_running_p50_ms": round(s50), "submit_to_running_p99_ms": round(s99),
             "recorded": time.strftime("%Y-%m-%d")}, indent=2) + "\n")

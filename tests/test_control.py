@@ -161,7 +161,7 @@ def test_one_batch_sorts_out_tokens_and_retries(db_url, tmp_path):
     from kraft.control.api import add_tenant
     from kraft.control.auth import hash_token
     from kraft.control.intake import Intake, Submission
-    from kraft.control.store import JobRow, TokenRow, sessions
+    from kraft.control.store import AuditRow, EventRow, JobRow, TokenRow, sessions
     from kraft.spec.models import TenantSpec
 
     engine = make_engine(db_url)
@@ -190,7 +190,99 @@ def test_one_batch_sorts_out_tokens_and_retries(db_url, tmp_path):
         assert [(r.tenant, r.idempotency_key) for r in rows] == [
             ("a", "k"), ("a", "n"), ("b", "k"), ("a", None), ("a", None)]
         assert all(r.spec["tenant"] == r.tenant for r in rows)
+        # each new job has exactly its own first event and audit row, nothing for a retry
+        events = s.query(EventRow).order_by(EventRow.job_id).all()
+        assert [(e.job_id, e.to_state) for e in events] == [(r.id, "pending") for r in rows]
+        audit = s.query(AuditRow).filter(AuditRow.action == "job.submit").all()
+        assert sorted((e.target, e.actor, e.address) for e in audit) == sorted(
+            (str(r.id), r.tenant, "10.0.0.1") for r in rows)
     engine.dispose()
+
+
+def test_two_writers_racing_on_one_key_make_one_job():
+    """Two API processes on one PostgreSQL (two engines here) submit the same key at once,
+    in batches that overlap: exactly one job per key, and both answers name it."""
+    import threading
+
+    from conftest import _drop, _postgres_url
+    from kraft.control.api import add_tenant
+    from kraft.control.auth import hash_token
+    from kraft.control.intake import Intake, Submission
+    from kraft.control.store import EventRow, JobRow, sessions
+    from kraft.spec.models import TenantSpec
+
+    url = _postgres_url()
+    engines = [make_engine(url), make_engine(url)]
+    try:
+        migrate(engines[0])
+        with sessions(engines[0])() as s:
+            token = add_tenant(s, TenantSpec(name="a")).token
+            s.commit()
+        keys = [f"k{i}" for i in range(200)]
+        answers: list[list] = [[], []]
+        start = threading.Barrier(2)
+
+        def writer(n):
+            intake = Intake(engines[n])
+            start.wait()
+            for i in range(0, len(keys), 20):
+                answers[n] += intake.write([
+                    Submission(hash_token(token), k, "j", {"gpus": 1, "command": ["true"]},
+                               "10.0.0.1") for k in keys[i:i + 20]])
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [a.job_id for a in answers[0]] == [a.job_id for a in answers[1]]
+        assert all(a.created != b.created for a, b in zip(*answers))  # one made it
+        with sessions(engines[0])() as s:
+            assert s.query(JobRow).count() == len(keys)
+            assert s.query(EventRow).count() == len(keys)
+    finally:
+        for e in engines:
+            e.dispose()
+        _drop(url)
+
+
+def test_intake_survives_a_lost_database_connection():
+    """The writer keeps one PostgreSQL connection; when the server drops it (a restart, a
+    failover), the next submit after a quiet second reconnects instead of failing."""
+    import psycopg
+
+    from conftest import PG_ADMIN, _drop, _postgres_url
+    from kraft.control import intake as intake_module
+    from kraft.control.api import add_tenant
+    from kraft.control.auth import hash_token
+    from kraft.control.intake import Intake, Submission
+    from kraft.control.store import sessions
+    from kraft.spec.models import TenantSpec
+
+    url = _postgres_url()
+    engine = make_engine(url)
+    try:
+        migrate(engine)
+        with sessions(engine)() as s:
+            token = add_tenant(s, TenantSpec(name="a")).token
+            s.commit()
+        intake = Intake(engine)
+
+        def submit():
+            return intake.write([Submission(hash_token(token), None, "j",
+                                            {"gpus": 1, "command": ["true"]}, "10.0.0.1")])[0]
+
+        first = submit()
+        backend = intake.conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            assert admin.execute("SELECT pg_terminate_backend(%s)", [backend]).fetchone()[0]
+        intake.used_at -= intake_module.IDLE_CHECK_S + 1  # as after a quiet second
+        second = submit()
+        assert second.created and second.job_id > first.job_id
+        assert intake.conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() != backend
+    finally:
+        engine.dispose()
+        _drop(url)
 
 
 def test_local_executor_finds_only_its_own_runners(tmp_path):

@@ -82,9 +82,12 @@ def test_sigkill_loses_nothing_and_runs_nothing_twice(live):
     server, client, tmp, _, _ = live
     mark = tmp / "mark"
     first = server()
-    # 8 GPUs: both nodes, so two ranks; each notes its start and end
+    release = tmp / "release"
+    # 8 GPUs: both nodes, so two ranks; each notes its start and end, and runs until the test
+    # releases it (a fixed sleep raced the restart on a slow machine: the job could end first)
     long_job = {"name": "long", "gpus": 8, "command": [
-        "bash", "-c", f"echo start-$RANK >> {mark}; sleep 4; echo end-$RANK >> {mark}"]}
+        "bash", "-c", f"echo start-$RANK >> {mark}; for i in $(seq 600); do "
+                      f"[ -f {release} ] && break; sleep 0.1; done; echo end-$RANK >> {mark}"]}
     a = client.post("/v1/jobs", json=long_job, headers={"Idempotency-Key": "a"}).json()["id"]
     b = client.post("/v1/jobs", json={"name": "after", "gpus": 1, "command": ["true"]}).json()["id"]
     wait(client, a, {"running"})
@@ -95,6 +98,11 @@ def test_sigkill_loses_nothing_and_runs_nothing_twice(live):
     second = server()
     again = client.post("/v1/jobs", json=long_job, headers={"Idempotency-Key": "a"})
     assert again.status_code == 200 and again.json()["id"] == a
+    deadline = time.time() + 30
+    while time.time() < deadline and not any(
+            "re-adopted" in e["detail"] for e in client.get(f"/v1/jobs/{a}/events").json()):
+        time.sleep(0.1)
+    release.touch()
     job_a = wait(client, a, {"succeeded", "failed"})
     job_b = wait(client, b, {"succeeded", "failed"})
     assert job_a["state"] == job_b["state"] == "succeeded"
@@ -102,7 +110,7 @@ def test_sigkill_loses_nothing_and_runs_nothing_twice(live):
         "the running job ran twice"
     assert job_a["attempt"] == 1
     details = [e["detail"] for e in client.get(f"/v1/jobs/{a}/events").json()]
-    assert any("re-adopted" in d for d in details)
+    assert any("re-adopted" in d for d in details), details
     assert len(client.get("/v1/jobs").json()) == 2
     second.send_signal(signal.SIGTERM)
 

@@ -191,10 +191,14 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
             response.status_code = 200
             with Session() as s:
                 return _out(s.get(JobRow, result.job_id))
-        return JobOut(id=result.job_id, name=body.name, tenant=result.tenant, state="pending",
-                      reason=WAITING, gpus=body.gpus, attempt=0, exit_code=None,
-                      placement=None, submitted_at=_iso(result.submitted_at), started_at=None,
-                      finished_at=None)
+        created = JobOut(id=result.job_id, name=body.name, tenant=result.tenant,
+                         state="pending", reason=WAITING, gpus=body.gpus, attempt=0,
+                         exit_code=None, placement=None,
+                         submitted_at=_iso(result.submitted_at), started_at=None,
+                         finished_at=None)
+        # serialised here: returned as a model, FastAPI would validate it a second time
+        return Response(created.model_dump_json(), status_code=201,
+                        media_type="application/json")
 
     @app.get("/v1/jobs", response_model=list[JobOut])
     def jobs(who: Tenant, state: Annotated[str | None, Query(max_length=20)] = None,

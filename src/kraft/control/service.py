@@ -199,6 +199,7 @@ class ControlPlane:
             decision = self.sched.submit(job, now)
             if decision is None:
                 self.jobs[row.id] = job
+                self.written_reason[row.id] = job.reason  # so _reasons does not write it again
                 moves.append({"job_id": row.id, "to": "admitted", "why": job.reason})
             else:
                 moves.append({"job_id": row.id, "to": "rejected", "why": decision.reason})
@@ -292,6 +293,8 @@ class ControlPlane:
         reasons that changed (per-row ORM loads cost a query each, thousands per second under
         a deep queue)."""
         jobs = JobRow.__table__
+        if len(self.written_reason) > 2 * len(self.jobs) + 1000:  # forget jobs that left
+            self.written_reason = {i: r for i, r in self.written_reason.items() if i in self.jobs}
         changed = [{"job_id": job_id, "new_reason": job.reason}
                    for job_id, job in self.jobs.items()
                    if job_id not in self.runs and self.written_reason.get(job_id) != job.reason]
