@@ -15,22 +15,23 @@ def test_dashboard_shows_jobs_submitted_during_the_test(tmp_path):
     import subprocess
     import sys
 
+    driver = chrome()  # first: a missing browser skips before anything is started
     home = tmp_path / "home"
-    out = kraft("admin", "tenant", "create", "acme", "--data-dir", str(home)).stdout
-    token = re.search(r"kt_[A-Za-z0-9_-]+", out).group(0)
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "kraft.cli", "serve", "--data-dir",
-                               str(home), "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    operator = None
-    deadline = time.time() + 30
-    while operator is None and time.time() < deadline:  # printed once, on first start
-        found = re.search(r"ko_[A-Za-z0-9_-]+", server.stdout.readline())
-        operator = found.group(0) if found else None
-    base = f"http://127.0.0.1:{port}"
-    client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"})
-    driver = chrome()
+    server = client = None
     try:
+        out = kraft("admin", "tenant", "create", "acme", "--data-dir", str(home)).stdout
+        token = re.search(r"kt_[A-Za-z0-9_-]+", out).group(0)
+        port = free_port()
+        server = subprocess.Popen([sys.executable, "-m", "kraft.cli", "serve", "--data-dir",
+                                   str(home), "--port", str(port)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        operator = None
+        deadline = time.time() + 30
+        while operator is None and time.time() < deadline:  # printed once, on first start
+            found = re.search(r"ko_[A-Za-z0-9_-]+", server.stdout.readline())
+            operator = found.group(0) if found else None
+        base = f"http://127.0.0.1:{port}"
+        client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"})
         assert operator, "kraft serve printed no operator token"
         while True:
             try:
@@ -65,9 +66,14 @@ def test_dashboard_shows_jobs_submitted_during_the_test(tmp_path):
         client.post(f"/v1/jobs/{wait['id']}/cancel")
     finally:
         driver.quit()
-        client.close()
-        server.terminate()
-        server.wait(timeout=15)
+        if client is not None:
+            client.close()
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
         stop_leftovers(home)
 
 
