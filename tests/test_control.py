@@ -337,3 +337,62 @@ def test_jobs_do_not_inherit_krafts_metrics_folder(api, monkeypatch):
     wait_for(api, a, job_id, {"succeeded"})
     out = api.get(f"/v1/jobs/{job_id}/logs", headers=a).text
     assert "mark=inherited prom=unset" in out, out
+
+
+def test_a_failed_database_write_is_a_503_and_the_writer_goes_on(api, monkeypatch):
+    """The intake's writer thread answers every submit of a batch the database refused with
+    a 503 (retry), keeps running, and accepts the retry."""
+    from sqlalchemy.exc import OperationalError
+
+    from kraft.control.intake import Intake
+
+    a, _ = tenant(api, "a")
+    write = Intake.write
+    fail = {"left": 1}
+
+    def flaky(self, batch):
+        if fail["left"]:
+            fail["left"] -= 1
+            raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+        return write(self, batch)
+
+    monkeypatch.setattr(Intake, "write", flaky)
+    key = {"Idempotency-Key": "retry-me", **a}
+    body = {"gpus": 1, "command": ["true"]}
+    r = api.post("/v1/jobs", json=body, headers=key)
+    assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+    assert "Idempotency-Key" in r.json()["detail"]
+    assert api.get("/v1/jobs", headers=a).json() == []
+    r = api.post("/v1/jobs", json=body, headers=key)
+    assert r.status_code == 201, r.text
+    assert api.post("/v1/jobs", json=body, headers=key).json()["id"] == r.json()["id"]
+
+
+def test_intake_closed_and_used_again_starts_a_new_writer(db_url):
+    """An app stopped and started again (its lifespan twice, on two event loops): the writer
+    stopped at close, and the next submit starts a new one instead of waiting forever."""
+    import asyncio
+
+    from kraft.control.api import add_tenant
+    from kraft.control.auth import hash_token
+    from kraft.control.intake import Intake, Submission
+    from kraft.control.store import sessions
+    from kraft.spec.models import TenantSpec
+
+    engine = make_engine(db_url)
+    migrate(engine)
+    with sessions(engine)() as s:
+        token = add_tenant(s, TenantSpec(name="a")).token
+        s.commit()
+    intake = Intake(engine)
+
+    async def serve_once():
+        job = Submission(hash_token(token), None, "j", {"gpus": 1, "command": ["true"]}, "")
+        accepted = await asyncio.wait_for(intake.submit(job), timeout=10)
+        await intake.close()
+        return accepted
+
+    first, second = asyncio.run(serve_once()), asyncio.run(serve_once())
+    assert first.created and second.created and second.job_id > first.job_id
+    assert intake.thread is None  # stopped, not left behind
+    engine.dispose()

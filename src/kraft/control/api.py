@@ -6,6 +6,7 @@ Every action is appended to the audit log with who, what, when and from which ad
 """
 
 
+import logging
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
 from kraft.control.auth import hash_token, is_operator, new_token
 from kraft.control.dashboard import add_dashboard
@@ -38,6 +40,7 @@ from kraft.infer.api import add_inference_routes
 from kraft.infer.live import Gateway
 from kraft.spec.models import FleetSpec, JobSpec, TenantSpec
 
+log = logging.getLogger("kraft.api")
 Id = Annotated[int, PathParam(ge=1, le=2**62, description="a positive id")]
 Limit = Annotated[int, Query(ge=1, le=10_000)]
 
@@ -174,16 +177,23 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
         return hash_token(bearer(authorization))
 
     @app.post("/v1/jobs", status_code=201, response_model=JobOut,
-              responses={401: {"description": "missing, invalid or revoked token"}})
+              responses={401: {"description": "missing, invalid or revoked token"},
+                         503: {"description": "the database is unavailable: retry"}})
     async def submit(body: Submit, request: Request, response: Response,
                      token_hash: Annotated[str, Depends(bearer_hash)],
                      idempotency_key: Annotated[str | None, Header(max_length=200)] = None
                      ) -> JobOut:
         """Submit a job. A retry with the same Idempotency-Key returns the first job (200)."""
         spec = body.spec("-").model_dump(mode="json")  # the tenant is the token's
-        result = await intake.submit(Submission(
-            token_hash, idempotency_key or None, body.name, spec,
-            request.client.host if request.client else ""))
+        try:
+            result = await intake.submit(Submission(
+                token_hash, idempotency_key or None, body.name, spec,
+                request.client.host if request.client else ""))
+        except DBAPIError:
+            log.exception("submit: the database failed")
+            raise HTTPException(503, "the database did not confirm the submit: retry with the "
+                                "same Idempotency-Key (a retry never makes a second job)",
+                                headers={"Retry-After": "1"}) from None
         if result.tenant is None:
             raise HTTPException(401, "invalid or revoked token",
                                 headers={"WWW-Authenticate": "Bearer"})

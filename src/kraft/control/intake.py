@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -90,43 +92,65 @@ class Accepted:
     submitted_at: datetime | None = None
 
 
+def _settle(done: asyncio.Future, result: Accepted | Exception) -> None:
+    """On the submitter's event loop."""
+    if done.done():  # the client went away
+        return
+    if isinstance(result, Exception):
+        done.set_exception(result)
+    else:
+        done.set_result(result)
+
+
 class Intake:
     def __init__(self, engine: Engine):
         self.engine = engine
-        self.queue: asyncio.Queue[Submission] | None = None
-        self.task: asyncio.Task | None = None
+        self.queue: queue.SimpleQueue[Submission | None] = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
         self.conn: Connection | None = None  # PostgreSQL: the writer's own connection
         self.used_at = 0.0  # when it last answered (time.monotonic)
 
     async def submit(self, item: Submission) -> Accepted:
-        if self.task is None:  # started lazily, on the serving event loop
-            self.queue = asyncio.Queue()
-            self.task = asyncio.create_task(self._writer())
+        if self.thread is None:  # started lazily, with the first submit
+            self.thread = threading.Thread(target=self._writer, name="kraft-intake",
+                                           daemon=True)
+            self.thread.start()
         item.done = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait(item)
+        self.queue.put(item)
         return await item.done
 
     async def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+        if self.thread is not None:
+            self.queue.put(None)  # the writer finishes its batch, then stops
+            await asyncio.to_thread(self.thread.join, 10)
+            self.thread = None  # a later submit (the app started again) starts a new one
         if self.conn is not None:
             self.conn.close()
+            self.conn = None
 
-    async def _writer(self) -> None:
-        while True:
-            batch = [await self.queue.get()]
-            while len(batch) < MAX_BATCH and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
+    def _writer(self) -> None:
+        """The writer thread. It takes the next batch as soon as one is written, without
+        waiting for the busy event loop to schedule it; the loop is only handed the answers."""
+        while (item := self.queue.get()) is not None:
+            batch = [item]
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self.queue.put(None)  # stop after this batch
+                    break
+                batch.append(item)
             try:
-                results = await asyncio.to_thread(self.write, batch)
+                results: list[Accepted | Exception] = self.write(batch)
             except Exception as e:  # the database failed: every submit in the batch is refused
-                for item in batch:
-                    if not item.done.done():
-                        item.done.set_exception(e)
-                continue
+                results = [e] * len(batch)
             for item, result in zip(batch, results):
-                if not item.done.done():  # the client may have gone away
-                    item.done.set_result(result)
+                try:
+                    item.done.get_loop().call_soon_threadsafe(_settle, item.done, result)
+                except RuntimeError:  # its event loop has closed: nobody is waiting
+                    pass
 
     def write(self, batch: list[Submission]) -> list[Accepted]:
         """Write a batch; one Accepted per submit, in order."""
