@@ -11,6 +11,7 @@ succeeded | failed | cancelled; running -> preempted -> admitted; pending -> rej
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -336,4 +337,5 @@ def loop_process(fleet: dict, db_url: str, runs_dir: str, policy: str, parent_pi
     plane = ControlPlane(FleetSpec.model_validate(fleet), make_engine(db_url), Path(runs_dir),
                          policy)
     plane.recover(time.time())
+    gc.freeze()  # as in `kraft serve`: full collections skip what lives as long as the process
     run_loop(plane, stop, tick_s)
