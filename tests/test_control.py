@@ -2,6 +2,7 @@
 idempotent submission, clear 4xx on bad input, real processes on logical GPUs, cancel."""
 
 import time
+from datetime import datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -56,8 +57,13 @@ def test_job_runs_on_its_gpus_and_logs(api):
     assert [len(p["gpus"]) for p in job["placement"]] == [4, 2]
     out = api.get(f"/v1/jobs/{job['id']}/logs", headers=a).text
     assert "rank=0 gpus=0,1,2,3 world=2" in out and "rank=1 gpus=0,1 world=2" in out
-    events = [e["to_state"] for e in api.get(f"/v1/jobs/{job['id']}/events", headers=a).json()]
-    assert events == ["pending", "admitted", "running", "succeeded"]
+    events = api.get(f"/v1/jobs/{job['id']}/events", headers=a).json()
+    assert [e["to_state"] for e in events] == ["pending", "admitted", "running", "succeeded"]
+    # times are UTC with their offset on both databases (SQLite stores them naive)
+    times = [job["submitted_at"], job["started_at"], job["finished_at"]]
+    times += [e["at"] for e in events]
+    assert all(datetime.fromisoformat(t).utcoffset() == timedelta(0) for t in times), times
+    assert times[:3] == sorted(times[:3])
 
 
 def test_concurrent_jobs_get_distinct_gpus(api):
@@ -205,6 +211,7 @@ def test_two_writers_racing_on_one_key_make_one_job():
     import threading
 
     from conftest import _drop, _postgres_url
+
     from kraft.control.api import add_tenant
     from kraft.control.auth import hash_token
     from kraft.control.intake import Intake, Submission
@@ -250,8 +257,8 @@ def test_intake_survives_a_lost_database_connection():
     """The writer keeps one PostgreSQL connection; when the server drops it (a restart, a
     failover), the next submit after a quiet second reconnects instead of failing."""
     import psycopg
-
     from conftest import PG_ADMIN, _drop, _postgres_url
+
     from kraft.control import intake as intake_module
     from kraft.control.api import add_tenant
     from kraft.control.auth import hash_token
@@ -396,3 +403,25 @@ def test_intake_closed_and_used_again_starts_a_new_writer(db_url):
     assert first.created and second.created and second.job_id > first.job_id
     assert intake.thread is None  # stopped, not left behind
     engine.dispose()
+
+
+def test_times_do_not_depend_on_the_servers_time_zone(api, monkeypatch):
+    """SQLite hands stored times back without a zone; a server in Oslo (UTC+1) must still
+    read them as UTC: a job started just now has run for seconds, not an hour."""
+    monkeypatch.setenv("TZ", "Europe/Oslo")
+    time.tzset()
+    try:
+        a, _ = tenant(api, "a")
+        job_id = api.post("/v1/jobs", json={"gpus": 1, "command": ["sleep", "60"]},
+                          headers=a).json()["id"]
+        job = wait_for(api, a, job_id, {"running"})
+        started = datetime.fromisoformat(job["started_at"])
+        assert abs(started.timestamp() - time.time()) < 30, job["started_at"]
+        board = api.get("/admin/dashboard", headers=api.operator).json()
+        [running] = [r for r in board["running"] if r["id"] == job_id]
+        assert 0 <= running["running_s"] < 30, running
+        api.post(f"/v1/jobs/{job_id}/cancel", headers=a)
+        wait_for(api, a, job_id, {"cancelled"})
+    finally:
+        monkeypatch.undo()
+        time.tzset()

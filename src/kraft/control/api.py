@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -32,6 +33,7 @@ from kraft.control.store import (
     JobRow,
     TenantRow,
     TokenRow,
+    as_utc,
     sessions,
     write_lock,
 )
@@ -92,8 +94,8 @@ class Submit(BaseModel):
         return JobSpec(tenant=tenant, **self.model_dump())
 
 
-def _iso(d) -> str | None:
-    return d.isoformat() if d is not None else None
+def _iso(d: datetime | None) -> str | None:
+    return as_utc(d).isoformat() if d is not None else None
 
 
 def _out(row: JobRow) -> JobOut:

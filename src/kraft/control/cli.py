@@ -209,12 +209,12 @@ def audit(data_dir: DataDir = DEFAULT_HOME, db: Db = None, limit: int = 50) -> N
     """The append-only audit log, newest first."""
     from sqlalchemy import select
 
-    from kraft.control.store import AuditRow, sessions
+    from kraft.control.store import AuditRow, as_utc, sessions
 
     with sessions(_engine(data_dir, db))() as s:
-        table = Table("at", "actor", "action", "target", "address")
+        table = Table("at (UTC)", "actor", "action", "target", "address")
         for r in s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)):
-            table.add_row(r.at.isoformat(timespec="seconds"), r.actor, r.action, r.target,
+            table.add_row(as_utc(r.at).strftime("%Y-%m-%d %H:%M:%S"), r.actor, r.action, r.target,
                           r.address)
         console.print(table)
 

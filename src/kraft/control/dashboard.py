@@ -14,7 +14,7 @@ from fastapi import FastAPI, Response
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
-from kraft.control.store import JobRow, TenantRow
+from kraft.control.store import JobRow, TenantRow, as_utc
 
 WAITING_SHOWN = 200  # the queue's first jobs; the count is always whole
 
@@ -65,7 +65,7 @@ def add_dashboard(app: FastAPI, Session, Operator, collector) -> None:
                       for j in waiting],
             "running": [{"id": j.id, "tenant": j.tenant, "name": j.name, "gpus": j.spec["gpus"],
                          "nodes": [r["node"] for r in j.placement or []],
-                         "running_s": round(now - j.started_at.timestamp(), 1)
+                         "running_s": round(now - as_utc(j.started_at).timestamp(), 1)
                          if j.started_at else None} for j in running],
             "tenants": list(use.values()),
         }

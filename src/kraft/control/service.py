@@ -24,7 +24,15 @@ from sqlalchemy.engine import Engine
 
 from kraft.cluster.state import ClusterState, Placement
 from kraft.control.metrics import CYCLE
-from kraft.control.store import EventRow, JobRow, TenantRow, sessions, utcnow, write_lock
+from kraft.control.store import (
+    EventRow,
+    JobRow,
+    TenantRow,
+    as_utc,
+    sessions,
+    utcnow,
+    write_lock,
+)
 from kraft.exec.base import Executor, Rank, RunRequest
 from kraft.exec.router import make_executor
 from kraft.infer.live import reconcile_services
@@ -138,7 +146,7 @@ class ControlPlane:
                     placement = tuple((names[r.node], len(r.gpus)) for r in req.ranks)
                     pool = self.cluster.pools[self.cluster.node_pool[placement[0][0]]]
                     self.sched.adopt(job, placement, pool, row.submitted_s if row.started_at
-                                     is None else row.started_at.timestamp())
+                                     is None else as_utc(row.started_at).timestamp())
                     for node, r in zip((p[0] for p in placement), req.ranks):
                         self.gpus_used[node].update(r.gpus)
                     self.jobs[row.id] = job

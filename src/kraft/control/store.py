@@ -33,6 +33,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(d: datetime) -> datetime:
+    """A stored time in UTC, from either database: SQLite hands back naive datetimes (every
+    time is written in UTC), PostgreSQL aware ones in the session's time zone."""
+    return d.replace(tzinfo=UTC) if d.tzinfo is None else d.astimezone(UTC)
+
+
 class Base(DeclarativeBase):
     pass
 
