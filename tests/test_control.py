@@ -130,6 +130,11 @@ def test_bad_requests_get_4xx_with_reasons(api):
         r = api.post("/v1/jobs", json=body, headers=a)
         assert r.status_code == 422, (body, r.text)
         assert any(field in d["loc"] for d in r.json()["detail"]), r.text
+    # an unknown field is named with the fields allowed there (a tenant is the token's)
+    [extra] = api.post("/v1/jobs", json={"gpus": 1, "command": ["true"], "tenant": "b"},
+                       headers=a).json()["detail"]
+    assert extra["loc"] == ["body", "tenant"] and extra["msg"].startswith(
+        "unknown field; allowed: name, gpus, command, gpu_model"), extra
     assert api.get("/v1/jobs/notanumber", headers=a).status_code == 422
     assert api.get("/v1/jobs/999999", headers=a).status_code == 404
     # a gang no site can hold is accepted, then rejected by the scheduler with its reason

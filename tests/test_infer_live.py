@@ -87,6 +87,11 @@ def test_stream_scale_up_drain_down_and_residency(tmp_path):
                           timeout=60)
     other = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {us}"}, timeout=60)
     try:
+        # a bad service names each field where the CLI looks for it, an unknown one with
+        # the fields allowed
+        bad = client.post("/v1/services", json={**SERVICE, "replica": 2}).json()["detail"]
+        assert [d["loc"] for d in bad] == [["body", "replica"]], bad
+        assert bad[0]["msg"].startswith("unknown field; allowed: name, tenant, model"), bad
         assert client.post("/v1/services", json=SERVICE).status_code == 201
         wait_for(client, lambda s: sum(r["ready"] for r in s["replicas"]) == 2,
                  "two replicas ready")

@@ -151,6 +151,24 @@ def test_cli_end_to_end(live, tmp_path):
     assert "succeeded" in kraft("jobs", env=env).stdout
     bad = kraft("submit", str(spec), env={**env, "KRAFT_TOKEN": "kt_wrong"}, check=False)
     assert bad.returncode == 2 and "401" in bad.stderr and "Traceback" not in bad.stderr
+    # a spec the server refuses names the file, the field and what is allowed
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("name: hi\ngpus: 0\ncommand: [true]\ncolour: red\n")
+    bad = kraft("submit", str(wrong), env=env, check=False)
+    said = " ".join(bad.stderr.split())  # Rich wraps long lines
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert f"{wrong}: refused (422)" in said and "gpus: Input should be greater than or equal to 1" in said
+    assert "colour: unknown field; allowed: name, gpus, command" in said
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [hi\n")
+    bad = kraft("submit", str(broken), env=env, check=False)
+    assert bad.returncode == 2 and f'in "{broken}", line' in " ".join(bad.stderr.split())
+    # a server that is not there is said plainly, for every tenant command
+    gone = {**env, "KRAFT_SERVER": f"http://127.0.0.1:{free_port()}"}
+    for args in (["jobs"], ["submit", str(spec)], ["logs", job_id]):
+        bad = kraft(*args, env=gone, check=False)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+        assert "cannot reach the Kraft server" in " ".join(bad.stderr.split())
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # SQLite: a thread

@@ -94,3 +94,19 @@ def test_executor_spec_errors_name_the_field(tmp_path):
         load_fleet(str(p))
     assert "executor.nodes names 1 nodes; the site has 2" in str(e.value)
     assert load_fleet("slurm-local").sites[0].executor.nodes == ["node1", "node2"]
+
+
+def test_unknown_field_names_the_fields_allowed_there(tmp_path):
+    """A typo (`gpu` for `gpus`) deep in a spec: the error names the file, the field and the
+    fields allowed at that place, not the top level's."""
+    p = write(tmp_path, """
+name: x
+sites:
+  - {name: a, country: NO, jurisdiction: EEA, grid_zone: NO-NO1, it_power_budget_mw: 1,
+     pods: [{name: p, nodes: [{count: 2, gpu: 8, model: H100-SXM}]}]}
+""")
+    with pytest.raises(SpecError) as e:
+        load_fleet(str(p))
+    msg = str(e.value)
+    assert str(p) in msg
+    assert "sites.0.pods.0.nodes.0.gpu: unknown field; allowed: count, gpus, model" in msg

@@ -16,7 +16,9 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
-from fastapi.responses import PlainTextResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
@@ -40,6 +42,7 @@ from kraft.control.store import (
 from kraft.exec.base import log_file
 from kraft.infer.api import add_inference_routes
 from kraft.infer.live import Gateway
+from kraft.spec.load import explain
 from kraft.spec.models import FleetSpec, JobSpec, TenantSpec
 
 log = logging.getLogger("kraft.api")
@@ -137,6 +140,19 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
             thread.join(timeout=5)
 
     app = FastAPI(title="Kraft", version="0.1.0", lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's 422, naming the allowed fields beside an unknown one."""
+        body = getattr(getattr(request.scope.get("route"), "body_field", None), "field_info",
+                       None)
+        model = getattr(body, "annotation", None)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            model = None
+        errors = [{**e, "msg": explain({**e, "loc": e["loc"][1:]}, model)}
+                  if e["type"] == "extra_forbidden" and e["loc"][:1] == ("body",) else e
+                  for e in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
 
     def audit(s, actor: str, action: str, target: str, request: Request) -> None:
         address = request.client.host if request.client else ""

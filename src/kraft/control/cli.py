@@ -7,6 +7,7 @@ import json
 import os
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -221,18 +222,28 @@ def audit(data_dir: DataDir = DEFAULT_HOME, db: Db = None, limit: int = 50) -> N
 
 # ---- tenant commands over HTTP ------------------------------------------------------------
 
+@contextmanager
 def _client():
+    """An HTTP client for the tenant commands; a server that cannot be reached is a clear
+    error, not a traceback."""
     import httpx
 
     server = os.environ.get("KRAFT_SERVER", "http://127.0.0.1:8080")
     token = os.environ.get("KRAFT_TOKEN")
     if not token:
         _fail("set KRAFT_TOKEN to your tenant's API token (and KRAFT_SERVER if not local)")
-    return httpx.Client(base_url=server, headers={"Authorization": f"Bearer {token}"},
-                        timeout=30)
+    with httpx.Client(base_url=server, headers={"Authorization": f"Bearer {token}"},
+                      timeout=30) as c:
+        try:
+            yield c
+        except httpx.TransportError as e:
+            _fail(f"cannot reach the Kraft server at {server} ({e or type(e).__name__}); "
+                  "is `kraft serve` running there? KRAFT_SERVER names it")
 
 
-def _check(resp):
+def _check(resp, source: Path | None = None):
+    """The response, or a clear error with the server's reason (and the spec file it was
+    about: each field named, with what is allowed)."""
     if resp.status_code >= 400:
         try:
             detail = resp.json().get("detail")
@@ -240,13 +251,15 @@ def _check(resp):
             detail = resp.text
         if isinstance(detail, list):  # validation errors: field and reason each
             detail = "; ".join(f"{'.'.join(map(str, d['loc'][1:]))}: {d['msg']}" for d in detail)
-        _fail(f"{resp.status_code}: {detail}")
+        _fail(f"{source}: refused ({resp.status_code}): {detail}" if source
+              else f"{resp.status_code}: {detail}")
     return resp
 
 
 def _yaml_mapping(path: Path, what: str) -> dict:
     try:
-        body = yaml.safe_load(path.read_text())
+        with path.open() as f:  # so a syntax error names the file
+            body = yaml.safe_load(f)
     except (OSError, yaml.YAMLError) as e:
         _fail(f"{path}: {e}")
     if not isinstance(body, dict):
@@ -258,16 +271,19 @@ def submit(spec: Annotated[Path, typer.Argument(help="job YAML")]) -> None:
     """Submit a job (retries are safe: each submit carries an idempotency key)."""
     body = _yaml_mapping(spec, "job")
     key = str(uuid.uuid4())
+    import httpx
+
     with _client() as c:
-        for attempt in range(3):
+        for attempt in range(3):  # network trouble or a 503: retry with the same key
             try:
-                r = _check(c.post("/v1/jobs", json=body, headers={"Idempotency-Key": key}))
-                break
-            except Exception as e:  # network trouble: retry with the same key
-                if isinstance(e, typer.Exit) or attempt == 2:
+                resp = c.post("/v1/jobs", json=body, headers={"Idempotency-Key": key})
+                if resp.status_code != 503 or attempt == 2:
+                    break
+            except httpx.TransportError:
+                if attempt == 2:
                     raise
-                time.sleep(1)
-    job = r.json()
+            time.sleep(1)
+        job = _check(resp, spec).json()
     console.print(f"job {job['id']} {job['state']}")
 
 
@@ -326,7 +342,7 @@ def service_create(spec: Annotated[Path, typer.Argument(help="InferenceService Y
     """Create a service; its replicas start as jobs running its command."""
     body = _yaml_mapping(spec, "service")
     with _client() as c:
-        svc = _check(c.post("/v1/services", json=body)).json()
+        svc = _check(c.post("/v1/services", json=body), spec).json()
     console.print(f"service {svc['name']}: {svc['desired_replicas']} replica(s) starting")
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from kraft.control.store import JobRow, ServiceRow, sessions, write_lock
 from kraft.infer.live import FINAL, Gateway, RoutingError
 from kraft.spec.inference import InferenceServiceSpec
+from kraft.spec.load import explain
 
 Name = Annotated[str, PathParam(min_length=1, max_length=200)]
 CHARS_PER_TOKEN = 4  # rough English average, only to size a prompt for routing
@@ -73,8 +74,9 @@ def add_inference_routes(app: FastAPI, engine, Tenant, audit, gateway: Gateway |
         try:
             spec = InferenceServiceSpec.model_validate({**body, "tenant": who})
         except ValidationError as e:
-            raise HTTPException(422, [{"loc": list(x["loc"]), "msg": x["msg"]}
-                                      for x in e.errors(include_url=False)]) from None
+            raise HTTPException(422, [  # located in the body, as FastAPI's own 422s are
+                {"loc": ["body", *x["loc"]], "msg": explain(x, InferenceServiceSpec),
+                 "type": x["type"]} for x in e.errors(include_url=False)]) from None
         if not spec.command:
             raise HTTPException(422, "command: a live service needs the command that starts "
                                      "a replica (it gets its port in PORT)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -38,14 +38,48 @@ def resolve_path(name_or_path: str, kind: str) -> Path:
                     f"(bundled: {', '.join(bundled_names(kind))})")
 
 
-def format_validation_error(path: Path | str, err: ValidationError) -> str:
+def _model_in(annotation) -> type[BaseModel] | None:
+    """The model inside an annotation such as `list[PodSpec]` or `ExecutorSpec | None`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        if (found := _model_in(arg)) is not None:
+            return found
+    return None
+
+
+def allowed_fields(model: type[BaseModel], loc: tuple) -> list[str] | None:
+    """The field names allowed beside the last part of a pydantic error location (an
+    unknown field: what its writer may have meant); None where the path cannot be followed."""
+    current = model
+    for part in loc[:-1]:
+        if isinstance(part, int):  # an index into a list
+            continue
+        by_name = {f.alias or n: f for n, f in current.model_fields.items()}
+        if part not in by_name or (current := _model_in(by_name[part].annotation)) is None:
+            return None
+    return [f.alias or n for n, f in current.model_fields.items()]
+
+
+def explain(error: dict, model: type[BaseModel] | None) -> str:
+    """One validation error's message, with the allowed fields for an unknown one."""
+    msg = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden" and model is not None:
+        allowed = allowed_fields(model, tuple(error["loc"]))
+        if allowed:
+            msg = f"unknown field; allowed: {', '.join(allowed)}"
+    return msg
+
+
+def format_validation_error(path: Path | str, err: ValidationError,
+                            model: type[BaseModel] | None = None) -> str:
     lines = [f"{path}: invalid spec ({err.error_count()} problem(s))"]
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
         got = e.get("input")
-        shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
-        lines.append(f"  {loc}: {msg}{shown}")
+        shown = ("" if isinstance(got, (dict, list)) or got is None
+                 or e["type"] == "extra_forbidden" else f" (got {got!r})")
+        lines.append(f"  {loc}: {explain(e, model)}{shown}")
     return "\n".join(lines)
 
 
@@ -64,7 +98,7 @@ def load_yaml(path: Path, model: type[M]) -> M:
     try:
         return model.model_validate(raw)
     except ValidationError as e:
-        raise SpecError(format_validation_error(path, e)) from None
+        raise SpecError(format_validation_error(path, e, model)) from None
 
 
 def load_fleet(name_or_path: str) -> FleetSpec:
