@@ -97,3 +97,18 @@ sites:
     r = runner.invoke(app, ["simulate", "--fleet", str(fleet), "--no-breakdown"])
     assert r.exit_code == 0, r.output
     assert "no energy books for this run" in r.output and "flat_price_eur_per_mwh" in r.output
+
+
+def test_a_database_that_cannot_be_used_is_named_not_a_traceback(tmp_path):
+    """`--db` with another engine, a malformed URL or a server that is not there: exit 2,
+    what and why, and never the password."""
+    home = str(tmp_path / "home")
+    cases = [("mysql://kraft@db/kraft", "Kraft keeps its state in PostgreSQL"),
+             ("::", "not a database URL"),
+             ("postgresql://kraft:s3cret@127.0.0.1:1/kraft", "Connection refused")]
+    for url, said in cases:
+        r = runner.invoke(app, ["admin", "tenant", "create", "acme", "--data-dir", home,
+                                "--db", url])
+        output = " ".join(r.output.split())  # Rich wraps long lines
+        assert r.exit_code == 2 and said in output, (url, r.output)
+        assert "Traceback" not in r.output and "s3cret" not in r.output

@@ -35,10 +35,26 @@ def _fail(message: str) -> None:
 
 
 def _engine(data_dir: Path, db: str | None):
+    """The database, migrated to the newest schema; one that cannot be used is a clear
+    error (which, and why), not a traceback."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, DBAPIError
+
     from kraft.control.store import database_url, make_engine, migrate
 
-    engine = make_engine(database_url(data_dir, db))
-    migrate(engine)
+    url = database_url(data_dir, db)
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        _fail("--db: not a database URL (postgresql://user@host:port/db)")
+    if not url.startswith(("sqlite:", "postgresql://", "postgresql+psycopg://")):
+        _fail(f"--db {shown}: Kraft keeps its state in PostgreSQL (postgresql://…) or, "
+              "by default, in SQLite in --data-dir")
+    try:
+        engine = make_engine(url)
+        migrate(engine)
+    except DBAPIError as e:
+        _fail(f"cannot use the database {shown}: {str(e.orig).strip()}")
     return engine
 
 
