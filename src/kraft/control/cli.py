@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -272,20 +271,18 @@ def _check(resp, source: Path | None = None):
     return resp
 
 
-def _yaml_mapping(path: Path, what: str) -> dict:
+def _yaml_mapping(path: Path) -> dict:
+    from kraft.spec.load import SpecError, read_mapping
+
     try:
-        with path.open() as f:  # so a syntax error names the file
-            body = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as e:
-        _fail(f"{path}: {e}")
-    if not isinstance(body, dict):
-        _fail(f"{path}: expected a mapping of {what} fields")
-    return body
+        return read_mapping(path)
+    except SpecError as e:
+        _fail(str(e))
 
 
 def submit(spec: Annotated[Path, typer.Argument(help="job YAML")]) -> None:
     """Submit a job (retries are safe: each submit carries an idempotency key)."""
-    body = _yaml_mapping(spec, "job")
+    body = _yaml_mapping(spec)
     key = str(uuid.uuid4())
     import httpx
 
@@ -356,7 +353,7 @@ service_app = typer.Typer(help="Your inference services (OpenAI-compatible endpo
 @service_app.command("create")
 def service_create(spec: Annotated[Path, typer.Argument(help="InferenceService YAML")]) -> None:
     """Create a service; its replicas start as jobs running its command."""
-    body = _yaml_mapping(spec, "service")
+    body = _yaml_mapping(spec)
     with _client() as c:
         svc = _check(c.post("/v1/services", json=body), spec).json()
     console.print(f"service {svc['name']}: {svc['desired_replicas']} replica(s) starting")

@@ -83,7 +83,8 @@ def format_validation_error(path: Path | str, err: ValidationError,
     return "\n".join(lines)
 
 
-def load_yaml(path: Path, model: type[M]) -> M:
+def read_mapping(path: Path) -> dict:
+    """A YAML file's top-level mapping, unvalidated (the API validates what the CLI sends)."""
     try:
         raw = yaml.safe_load(path.read_text())
     except OSError as e:
@@ -95,6 +96,11 @@ def load_yaml(path: Path, model: type[M]) -> M:
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: expected a mapping at the top level, got "
                         f"{type(raw).__name__}")
+    return raw
+
+
+def load_yaml(path: Path, model: type[M]) -> M:
+    raw = read_mapping(path)
     try:
         return model.model_validate(raw)
     except ValidationError as e:
