@@ -46,12 +46,11 @@ def _engine(data_dir: Path, db: str | None):
         shown = make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         _fail("--db: not a database URL (postgresql://user@host:port/db)")
-    if not url.startswith(("sqlite:", "postgresql://", "postgresql+psycopg://")):
-        _fail(f"--db {shown}: Kraft keeps its state in PostgreSQL (postgresql://…) or, "
-              "by default, in SQLite in --data-dir")
     try:
         engine = make_engine(url)
         migrate(engine)
+    except ValueError as e:  # not a database Kraft keeps its state in
+        _fail(f"--db {shown}: {e}")
     except DBAPIError as e:
         _fail(f"cannot use the database {shown}: {str(e.orig).strip()}")
     return engine
@@ -282,10 +281,10 @@ def _yaml_mapping(path: Path) -> dict:
 
 def submit(spec: Annotated[Path, typer.Argument(help="job YAML")]) -> None:
     """Submit a job (retries are safe: each submit carries an idempotency key)."""
-    body = _yaml_mapping(spec)
-    key = str(uuid.uuid4())
     import httpx
 
+    body = _yaml_mapping(spec)
+    key = str(uuid.uuid4())
     with _client() as c:
         for attempt in range(3):  # network trouble or a 503: retry with the same key
             try:

@@ -136,6 +136,7 @@ def database_url(data_dir: Path, db: str | None) -> str:
 
 
 def make_engine(url: str) -> Engine:
+    """An engine for SQLite or PostgreSQL (psycopg 3); any other URL is a ValueError."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -153,6 +154,9 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if not url.startswith("postgresql+psycopg://"):
+        raise ValueError("Kraft keeps its state in PostgreSQL (postgresql://…) or SQLite "
+                         "(sqlite:///…, the default, in --data-dir)")
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
