@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kraft.exec.runner import descendants
+
 KRAFT = [sys.executable, "-m", "kraft.cli"]
 
 
@@ -78,16 +80,21 @@ def live(db_url, tmp_path):
             p.wait(timeout=10)
 
 
+def work(tmp: Path, tenant: str = "acme") -> Path:
+    """The tenant's work directory under `kraft serve --data-dir tmp/home`: its jobs' cwd
+    (a sandboxed job sees no other part of the test's folder)."""
+    return tmp / "home" / "work" / tenant
+
+
 def test_sigkill_loses_nothing_and_runs_nothing_twice(live):
     server, client, tmp, _, _ = live
-    mark = tmp / "mark"
+    mark, release = work(tmp) / "mark", work(tmp) / "release"
     first = server()
-    release = tmp / "release"
     # 8 GPUs: both nodes, so two ranks; each notes its start and end, and runs until the test
     # releases it (a fixed sleep raced the restart on a slow machine: the job could end first)
     long_job = {"name": "long", "gpus": 8, "command": [
-        "bash", "-c", f"echo start-$RANK >> {mark}; for i in $(seq 600); do "
-                      f"[ -f {release} ] && break; sleep 0.1; done; echo end-$RANK >> {mark}"]}
+        "bash", "-c", "echo start-$RANK >> mark; for i in $(seq 600); do "
+                      "[ -f release ] && break; sleep 0.1; done; echo end-$RANK >> mark"]}
     a = client.post("/v1/jobs", json=long_job, headers={"Idempotency-Key": "a"}).json()["id"]
     b = client.post("/v1/jobs", json={"name": "after", "gpus": 1, "command": ["true"]}).json()["id"]
     wait(client, a, {"running"})
@@ -117,9 +124,9 @@ def test_sigkill_loses_nothing_and_runs_nothing_twice(live):
 
 def test_job_that_died_with_the_host_is_requeued_once(live):
     server, client, tmp, _, _ = live
-    mark = tmp / "mark"
+    mark = work(tmp) / "mark"
     first = server()
-    job = {"gpus": 2, "command": ["bash", "-c", f"echo start >> {mark}; sleep 2"]}
+    job = {"gpus": 2, "command": ["bash", "-c", "echo start >> mark; sleep 2"]}
     a = client.post("/v1/jobs", json=job).json()["id"]
     running = wait(client, a, {"running"})
     deadline = time.time() + 10  # "running" is recorded before the process exists
@@ -128,7 +135,9 @@ def test_job_that_died_with_the_host_is_requeued_once(live):
         running = client.get(f"/v1/jobs/{a}").json()
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
-    os.killpg(running["placement"][0]["pid"], signal.SIGKILL)  # the job dies too, no status
+    runner = running["placement"][0]["pid"]  # the job dies too, with no exit status
+    for pid in [*descendants(runner), runner]:
+        os.kill(pid, signal.SIGKILL)
     time.sleep(0.3)
     server()
     done = wait(client, a, {"succeeded", "failed"})

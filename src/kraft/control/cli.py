@@ -25,6 +25,8 @@ admin_app.add_typer(tenant_app, name="tenant")
 DataDir = Annotated[Path, typer.Option(envvar="KRAFT_HOME", help="state folder (SQLite, logs)")]
 Db = Annotated[Optional[str], typer.Option(envvar="KRAFT_DB",
                                            help="postgresql://… (default: SQLite in --data-dir)")]
+DbFile = Annotated[Optional[Path], typer.Option(help="a file holding the database URL (with "
+                                                     "its password), instead of --db")]
 DEFAULT_HOME = Path("kraft-data")
 
 
@@ -33,19 +35,34 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _engine(data_dir: Path, db: str | None):
+def _engine(data_dir: Path, db: str | None, db_file: Path | None = None):
     """The database, migrated to the newest schema; one that cannot be used is a clear
-    error (which, and why), not a traceback."""
+    error (which, and why), not a traceback. A password is never taken from the command line
+    (every account on the host can read it there, in the process list): KRAFT_DB, --db-file
+    or a ~/.pgpass give it."""
+    import sys
+
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, DBAPIError
 
-    from kraft.control.store import database_url, make_engine, migrate
+    from kraft.control.store import database_url, make_engine, migrate, private_state
 
+    private_state(data_dir)
+    if db_file is not None:
+        try:
+            db = db_file.read_text().strip()
+        except OSError as e:
+            _fail(f"--db-file {db_file}: {e.strerror}")
     url = database_url(data_dir, db)
     try:
-        shown = make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        shown = parsed.render_as_string(hide_password=True)
     except ArgumentError:
         _fail("--db: not a database URL (postgresql://user@host:port/db)")
+    if parsed.password and any(parsed.password in a for a in sys.argv[1:]):
+        _fail("--db: a password on the command line is visible to every account on this "
+              "host (the process list); give the URL in KRAFT_DB or --db-file, or the "
+              "password in ~/.pgpass")
     try:
         engine = make_engine(url)
         migrate(engine)
@@ -62,18 +79,42 @@ def serve(
     policy: Annotated[str, typer.Option(help="scheduling policy")] = "backfill",
     data_dir: DataDir = DEFAULT_HOME,
     db: Db = None,
+    db_file: DbFile = None,
     host: str = "127.0.0.1",
     port: int = 8080,
+    work_dir: Annotated[Optional[Path], typer.Option(
+        help="tenants' work directories (default: DATA_DIR/work)")] = None,
+    grace_s: Annotated[float, typer.Option(
+        min=0, max=3600, help="cancel, time limit, preemption: SIGTERM, then this long "
+                              "(a checkpoint's time), then SIGKILL")] = 30.0,
+    single_user: Annotated[bool, typer.Option(
+        help="run every tenant's jobs as this service's own account (one person, one "
+             "host); without it, a service that is not root runs one tenant's jobs only")] = False,
+    sandbox: Annotated[bool, typer.Option(
+        help="confine jobs with bubblewrap where it is installed (root)")] = True,
 ) -> None:
     """Run the API and the scheduling loop."""
     import shutil
 
+    from kraft.control.store import private_state
+    from kraft.exec.identity import Isolation
+
+    private_state(data_dir)
     # Metrics shared by the API and loop processes (prometheus_client multiprocess mode):
     # set before prometheus_client is first imported, emptied at each start.
     metrics_dir = data_dir / "prometheus"
     shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True)
+    metrics_dir.mkdir(parents=True, mode=0o700)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    isolation = Isolation.detect((work_dir or data_dir / "work").absolute(), single_user,
+                                 sandbox)
+    if not isolation.accounts and not single_user:
+        err.print("[bold yellow]warning:[/] not root: jobs cannot run as their tenants' own "
+                  "accounts, so only the first tenant's jobs will run (others are rejected "
+                  "and told why); --single-user runs every tenant's jobs as this account",
+                  highlight=False)
+    console.print(f"isolation: {isolation.describe()}", highlight=False, soft_wrap=True)
+    options = dict(isolation=isolation, grace_s=grace_s, single_user=single_user)
 
     from kraft.control.api import create_app
     from kraft.control.auth import ensure_operator_token
@@ -88,7 +129,7 @@ def serve(
         tenant_specs = load_tenants(tenants).tenants if tenants else []
     except (SpecError, ValueError) as e:
         _fail(str(e))
-    engine = _engine(data_dir, db)
+    engine = _engine(data_dir, db, db_file)
     with sessions(engine)() as s:
         for spec in tenant_specs:
             if s.get(TenantRow, spec.name) is None:
@@ -99,7 +140,7 @@ def serve(
         console.print(f"operator token (shown once, stored hashed): [bold]{token}[/]",
                       soft_wrap=True)
     try:
-        plane = ControlPlane(fleet_spec, engine, data_dir / "runs", policy)
+        plane = ControlPlane(fleet_spec, engine, data_dir / "runs", policy, **options)
     except ValueError as e:
         _fail(str(e))
     if engine.dialect.name == "sqlite":  # one writer per file: the loop is a thread here
@@ -116,7 +157,9 @@ def serve(
     child = multiprocessing.get_context("spawn").Process(
         target=loop_process, name="kraft-loop", daemon=True,
         args=(fleet_spec.model_dump(mode="json", by_alias=True), engine.url.render_as_string(
-            hide_password=False), str(data_dir / "runs"), policy, os.getpid()))
+            hide_password=False), str(data_dir / "runs"), policy, os.getpid(),
+            {**options, "isolation": {**vars(isolation),
+                                      "work_root": str(isolation.work_root)}}))
     child.start()
     stopping = threading.Event()
 
@@ -158,8 +201,15 @@ def tenant_create(
     weight: float = 1.0,
     jurisdictions: Annotated[Optional[str], typer.Option(help="comma-separated, e.g. EEA")] = None,
     countries: Annotated[Optional[str], typer.Option(help="comma-separated, e.g. NO,SE")] = None,
+    user: Annotated[Optional[str], typer.Option(
+        help="Unix account its jobs run as (default kraft-NAME, made by a root service)")] = None,
+    group: Annotated[Optional[str], typer.Option(help="its jobs' group (default: the "
+                                                      "account's own)")] = None,
+    path: Annotated[Optional[list[str]], typer.Option(
+        help="a host path its sandboxed jobs may use (repeat for more)")] = None,
     data_dir: DataDir = DEFAULT_HOME,
     db: Db = None,
+    db_file: DbFile = None,
 ) -> None:
     """Create a tenant; prints its API token once."""
     from pydantic import ValidationError
@@ -174,10 +224,11 @@ def tenant_create(
                           quota_gpus=quota_gpus, weight=weight,
                           residency={"jurisdictions": jurisdictions.split(",")
                                      if jurisdictions else [],
-                                     "countries": countries.split(",") if countries else []})
+                                     "countries": countries.split(",") if countries else []},
+                          user=user, group=group, paths=path or [])
     except ValidationError as e:
         _fail(format_validation_error("tenant", e))
-    with sessions(_engine(data_dir, db))() as s:
+    with sessions(_engine(data_dir, db, db_file))() as s:
         if s.get(TenantRow, name) is not None:
             _fail(f"tenant {name!r} exists")
         created = add_tenant(s, spec)

@@ -34,9 +34,10 @@ from kraft.control.store import (
     write_lock,
 )
 from kraft.exec.base import Executor, Rank, RunRequest
+from kraft.exec.identity import Identity, Isolation
 from kraft.exec.router import make_executor
 from kraft.infer.live import reconcile_services
-from kraft.sched.job import Job, TenantState
+from kraft.sched.job import Job, JobState, TenantState
 from kraft.sched.policy import make_policy
 from kraft.sched.scheduler import Scheduler
 from kraft.spec.models import FleetSpec, JobSpec, TenantSpec
@@ -44,22 +45,38 @@ from kraft.spec.models import FleetSpec, JobSpec, TenantSpec
 log = logging.getLogger("kraft.service")
 FINAL = ("succeeded", "failed", "cancelled", "rejected")
 DEFAULT_LIMIT_S = 7 * 86400  # planning horizon for jobs that give no time limit
+KILL_MARGIN_S = 5.0  # an attempt alive this long past its grace period is SIGKILLed from here
 
 
 class ControlPlane:
     def __init__(self, fleet: FleetSpec, engine: Engine, executor: Executor | Path,
-                 policy: str = "backfill"):
+                 policy: str = "backfill", isolation: Isolation | None = None,
+                 grace_s: float = 10.0, single_user: bool = False):
         """`executor`: an executor, or a work folder to run each site on the engine its spec
-        names (kraft.exec.router)."""
+        names (kraft.exec.router). `isolation`: what jobs get (kraft.exec.identity); a service
+        that cannot give each tenant its own account runs one tenant's jobs only, unless
+        `single_user`. `grace_s`: SIGTERM to SIGKILL, on cancel, time limit and preemption."""
         self.engine = engine
         self.Session = sessions(engine)
         self.cluster = ClusterState(fleet)
-        self.executor = (make_executor(self.cluster, executor) if isinstance(executor, Path)
-                         else executor)
+        self.executor = (make_executor(self.cluster, executor, isolation)
+                         if isinstance(executor, Path) else executor)
+        self.grace_s = grace_s
+        # Without accounts per tenant, one tenant's jobs could touch another's: refuse all but
+        # the first tenant's, unless the operator said this host has a single user.
+        self.one_tenant = (isolation is not None and not isolation.accounts
+                           and not single_user)
+        self.owner: str | None = None
         self.node_index = {n: i for i, n in enumerate(self.cluster.node_name)}
         self.sched = Scheduler(self.cluster, [], make_policy(policy))
         self.jobs: dict[int, Job] = {}  # by database id, jobs the scheduler holds
         self.runs: dict[int, tuple[RunRequest, list[int]]] = {}  # running: request, handles
+        # Attempts that ended on record and are being stopped: their GPUs are handed on only
+        # once every process is gone (request, handles, when to SIGKILL them from here).
+        self.stopping: dict[int, tuple[RunRequest, list[int], float]] = {}
+        # Started by the scheduler, not yet launched: the GPUs' last attempt is still stopping.
+        self.launching: dict[int, tuple[Job, str]] = {}
+        self.launched_s: dict[int, float] = {}  # wall clock of each running attempt's launch
         self.gpus_used: dict[int, set[int]] = defaultdict(set)  # node -> GPU indices in use
         self.written_reason: dict[int, str] = {}  # last reason stored, per waiting job
         self.reasons_at = 0.0
@@ -91,30 +108,65 @@ class ControlPlane:
                    checkpoint_interval_s=spec.checkpoint_interval_s,
                    restart_cost_s=spec.restart_cost_s, preemptible=spec.preemptible)
 
-    def _ranks(self, placement: Placement) -> tuple[Rank, ...]:
+    def _ranks(self, placement: Placement) -> tuple[Rank, ...] | None:
+        """GPU indices for a placement, or None while some of them still belong to an attempt
+        that is being stopped."""
         ranks = []
         for node, k in placement:
             used = self.gpus_used[node]
             size = self.cluster.pools[self.cluster.node_pool[node]].gpus_per_node
             picked = tuple(i for i in range(size) if i not in used)[:k]
-            used.update(picked)
+            if len(picked) < k:
+                return None
             ranks.append(Rank(self.cluster.node_name[node], picked))
+        for (node, _), rank in zip(placement, ranks):
+            self.gpus_used[node].update(rank.gpus)
         return tuple(ranks)
 
-    def _free_gpus(self, job_id: int) -> None:
+    def _hold_gpus(self, req: RunRequest) -> None:
+        for rank in req.ranks:
+            if rank.node in self.node_index:
+                self.gpus_used[self.node_index[rank.node]].update(rank.gpus)
+
+    def _free_gpus(self, req: RunRequest) -> None:
+        for rank in req.ranks:
+            if rank.node in self.node_index:
+                self.gpus_used[self.node_index[rank.node]].difference_update(rank.gpus)
+
+    def _release(self, job_id: int, alive: bool = True) -> None:
+        """The attempt has ended on record. Its GPUs go back once its processes are gone: at
+        once if none lives, else after the stop (SIGTERM, the grace period, SIGKILL)."""
         run = self.runs.pop(job_id, None)
+        self.launched_s.pop(job_id, None)
         if run is None:
             return
-        req, _ = run
-        for rank in req.ranks:
-            self.gpus_used[self.node_index[rank.node]].difference_update(rank.gpus)
+        req, handles = run
+        if not alive:
+            self._free_gpus(req)
+            return
+        self.executor.stop(req, handles)
+        self.stopping[job_id] = (req, handles, time.monotonic() + req.grace_s + KILL_MARGIN_S)
 
-    @staticmethod
-    def _request(row: JobRow) -> RunRequest:
+    def _reap(self) -> None:
+        """Hand back the GPUs of stopped attempts whose last process is gone."""
+        for job_id, (req, handles, kill_at) in list(self.stopping.items()):
+            if not self.executor.status(req, handles).alive:
+                del self.stopping[job_id]
+                self._free_gpus(req)
+            elif time.monotonic() > kill_at:
+                log.warning("job %s attempt %s: alive past its grace period: SIGKILL", job_id,
+                            req.attempt)
+                self.executor.kill(req, handles)
+                self.stopping[job_id] = (req, handles, time.monotonic() + KILL_MARGIN_S)
+
+    def _request(self, row: JobRow) -> RunRequest:
         spec = JobSpec.model_validate(row.spec)
         ranks = tuple(Rank(r["node"], tuple(r["gpus"])) for r in row.placement or [])
+        t = self.sched.tenants.get(row.tenant)
+        ident = Identity(row.tenant) if t is None else Identity(
+            row.tenant, t.spec.user, t.spec.group, tuple(t.spec.paths))
         return RunRequest(row.id, row.attempt, tuple(spec.command or ()), ranks,
-                          dict(spec.env))
+                          dict(spec.env), ident, self.grace_s)
 
     # ---- recovery --------------------------------------------------------------------------
 
@@ -124,11 +176,13 @@ class ControlPlane:
         Waiting jobs go back to the queue. A running job is re-adopted if its processes are
         alive, finished if they left exit statuses, and requeued if they vanished. A job is
         never started twice: its processes are found by job id and attempt, even when the
-        crash came before their pids were written down."""
+        crash came before their pids were written down; ranks of a start the crash cut short
+        are started now, and a rank that ever began is never started again for the attempt.
+        Processes of attempts the database no longer counts as running (a crash between
+        recording an end and stopping it) are stopped, and hold their GPUs until gone."""
         with write_lock(self.engine), self.Session() as s:
             rows = s.scalars(select(JobRow).where(JobRow.state.not_in(FINAL))
                              .order_by(JobRow.id)).all()
-            names = self.node_index
             for row in rows:
                 tenant = self._tenant(s, row.tenant)
                 if row.state in ("pending",):
@@ -137,31 +191,68 @@ class ControlPlane:
                 if row.state != "running":
                     self._admit(s, row, job, now, recovered=True)
                     continue
-                req = self._request(row)
-                handles = row.placement and [r.get("pid") for r in row.placement]
-                if not handles or None in handles:
-                    handles = self.executor.find(req)
-                status = self.executor.status(req, handles or [])
-                if status.running:
-                    placement = tuple((names[r.node], len(r.gpus)) for r in req.ranks)
-                    pool = self.cluster.pools[self.cluster.node_pool[placement[0][0]]]
-                    self.sched.adopt(job, placement, pool, row.submitted_s if row.started_at
-                                     is None else as_utc(row.started_at).timestamp())
-                    for node, r in zip((p[0] for p in placement), req.ranks):
-                        self.gpus_used[node].update(r.gpus)
-                    self.jobs[row.id] = job
-                    self.runs[row.id] = (req, handles)
-                    s.add(EventRow(job_id=row.id, from_state="running", to_state="running",
-                                   detail="re-adopted after a control-plane restart"))
-                elif status.exit_code is not None:
-                    row.exit_code = status.exit_code
-                    row.finished_at = utcnow()
-                    self._move(s, row, "succeeded" if status.exit_code == 0 else "failed",
-                               f"ended while the control plane was down (exit {status.exit_code})")
-                else:
-                    self._move(s, row, "preempted", "its processes vanished: requeued")
-                    self._admit(s, row, job, now, recovered=True)
+                self._recover_running(s, row, job, now)
+            current = {job_id: req.attempt for job_id, (req, _) in self.runs.items()}
+            for req, handles in self.executor.orphans(current):
+                row = s.get(JobRow, req.job_id)
+                if row is not None and row.attempt == req.attempt and row.placement:
+                    req = self._request(row)
+                    self._hold_gpus(req)
+                log.warning("job %s attempt %s: still alive though not running on record: "
+                            "stopping it", req.job_id, req.attempt)
+                self.executor.stop(req, handles)
+                self.stopping[req.job_id] = (req, handles,
+                                             time.monotonic() + req.grace_s + KILL_MARGIN_S)
             s.commit()
+
+    def _recover_running(self, s, row: JobRow, job: Job, now: float) -> None:
+        names = self.node_index
+        req = self._request(row)
+        handles = [r.get("pid") for r in row.placement or []]
+        if not handles or None in handles:
+            handles = self.executor.find(req)
+        never = [r for r, h in enumerate(handles) if h is None
+                 and not self.executor.started(req, r)]
+        if never:  # the crash cut the start short: start the ranks that never began
+            try:
+                for r, h in zip(never, self.executor.start(req, only=never)):
+                    handles[r] = h
+            except Exception as e:
+                log.exception("job %s: completing its start failed", row.id)
+                row.finished_at = utcnow()
+                self._move(s, row, "failed", f"the {self.executor.name} executor could "
+                                             f"not start it: {e}"[:1000])
+                self.stopping[row.id] = (req, handles, time.monotonic() + req.grace_s)
+                self._hold_gpus(req)
+                self.executor.stop(req, handles)
+                return
+            row.placement = [{**p, "pid": h} for p, h in zip(row.placement, handles)]
+        status = self.executor.status(req, handles)
+        if status.running:
+            placement = tuple((names[r.node], len(r.gpus)) for r in req.ranks)
+            pool = self.cluster.pools[self.cluster.node_pool[placement[0][0]]]
+            started = (row.submitted_s if row.started_at is None
+                       else as_utc(row.started_at).timestamp())
+            self.sched.adopt(job, placement, pool, started)
+            self._hold_gpus(req)
+            self.jobs[row.id] = job
+            self.runs[row.id] = (req, handles)
+            self.launched_s[row.id] = started
+            s.add(EventRow(job_id=row.id, from_state="running", to_state="running",
+                           detail="re-adopted after a control-plane restart"))
+            return
+        if status.alive:  # one rank failed or vanished: the rest are being stopped
+            self._hold_gpus(req)
+            self.stopping[row.id] = (req, handles,
+                                     time.monotonic() + req.grace_s + KILL_MARGIN_S)
+        if status.exit_code is not None:
+            row.exit_code = status.exit_code
+            row.finished_at = utcnow()
+            self._move(s, row, "succeeded" if status.exit_code == 0 else "failed",
+                       f"ended while the control plane was down (exit {status.exit_code})")
+        else:
+            self._move(s, row, "preempted", "its processes vanished: requeued")
+            self._admit(s, row, job, now, recovered=True)
 
     # ---- the loop --------------------------------------------------------------------------
 
@@ -184,7 +275,9 @@ class ControlPlane:
             self._ingest(s, now)
             self._cancels(s, now)
             self._poll(s, now)
+            self._reap()
             s.commit()
+            self._launch_waiting(s, now)
             t0 = time.perf_counter()
             decisions = self.sched.cycle(now)
             CYCLE.observe(time.perf_counter() - t0)
@@ -192,6 +285,19 @@ class ControlPlane:
             if now - self.reasons_at >= 1.0:  # waiting reasons: fresh to the second
                 self._reasons(s)
                 self.reasons_at = now
+
+    def _refusal(self, s, tenant: str) -> str | None:
+        """Why a job of `tenant` may not run on a service that cannot isolate tenants."""
+        if not self.one_tenant:
+            return None
+        if self.owner is None:
+            self.owner = s.scalars(select(TenantRow.name).order_by(
+                TenantRow.created_at, TenantRow.name).limit(1)).first()
+        if tenant == self.owner:
+            return None
+        return (f"rejected: this service cannot isolate tenants from each other (it is not "
+                f"root), so it runs the jobs of tenant {self.owner!r} only; run it as root, "
+                f"or start it with --single-user if one person uses every tenant")
 
     def _ingest(self, s, now: float) -> None:
         """Take in new submissions in bulk (plain SQL, one UPDATE and one INSERT for all):
@@ -204,6 +310,10 @@ class ControlPlane:
             return
         moves = []
         for row in rows:
+            refused = self._refusal(s, row.tenant)
+            if refused:
+                moves.append({"job_id": row.id, "to": "rejected", "why": refused})
+                continue
             job = self._job(row, self._tenant(s, row.tenant))
             decision = self.sched.submit(job, now)
             if decision is None:
@@ -227,10 +337,8 @@ class ControlPlane:
                        else "cancelled by the tenant")
             row.finished_at = utcnow()
             s.commit()  # recorded before acting
-            if row.id in self.runs:
-                req, handles = self.runs[row.id]
-                self.executor.stop(req, handles)
-                self._free_gpus(row.id)
+            self._release(row.id)
+            self.launching.pop(row.id, None)
             job = self.jobs.pop(row.id, None)
             if job is not None:
                 self.sched.cancel(job, now)
@@ -242,60 +350,84 @@ class ControlPlane:
             row = s.get(JobRow, job_id)
             if status.running:
                 limit = job.time_limit_s
-                if limit is not None and now - job.start_s > limit:
+                if limit is not None and now - self.launched_s.get(job_id, now) > limit:
                     self._move(s, row, "failed", f"time limit {limit:.0f} s reached")
                     row.finished_at = utcnow()
                     s.commit()
-                    self.executor.stop(req, handles)
+                    self._release(job_id)
                     self._end(job_id, now)
                 continue
             row.exit_code = status.exit_code
             row.finished_at = utcnow()
             if status.lost:
-                self._move(s, row, "failed", "its processes vanished")
+                self._move(s, row, "failed", "its processes vanished" if not status.alive else
+                           "a rank vanished without an exit status: the gang was stopped")
             else:
                 ok = status.exit_code == 0
                 self._move(s, row, "succeeded" if ok else "failed",
                            f"exit code {status.exit_code}")
+            self._release(job_id, alive=status.alive)
             self._end(job_id, now)
 
     def _end(self, job_id: int, now: float) -> None:
         job = self.jobs.pop(job_id)
         self.sched.finish(job, now)
-        self._free_gpus(job_id)
 
     def _apply(self, s, decisions, now: float) -> None:
         for d in decisions:
             row = s.get(JobRow, d.job.id)
             if d.kind == "preempt":
-                req, handles = self.runs[row.id]
+                if self.launching.pop(row.id, None) is not None:
+                    row.reason = d.reason  # never launched: nothing to stop
+                    continue
                 self._move(s, row, "preempted", d.reason)
                 self._move(s, row, "admitted", d.reason)
                 s.commit()
-                self.executor.stop(req, handles)
-                self._free_gpus(row.id)
-            elif d.kind == "start":
-                ranks = self._ranks(d.job.placement)
-                row.attempt += 1
-                row.placement = [{"node": r.node, "gpus": list(r.gpus)} for r in ranks]
-                row.started_at = utcnow()
-                self._move(s, row, "running", d.reason)
-                s.commit()  # the start is on record before the processes exist
-                req = self._request(row)
-                self.runs[row.id] = (req, [])
-                try:
-                    handles = self.executor.start(req)
-                except Exception as e:  # the engine refused it: fail it, free its booking
-                    log.exception("job %s: start failed", row.id)
-                    row.finished_at = utcnow()
-                    self._move(s, row, "failed", f"the {self.executor.name} executor could "
-                                                 f"not start it: {e}"[:1000])
-                    s.commit()
-                    self._end(row.id, now)
-                    continue
-                row.placement = [{**p, "pid": h} for p, h in zip(row.placement, handles)]
+                self._release(row.id)
+            elif d.kind == "start" and not self._launch(s, row, d.job, d.reason):
+                self.launching[row.id] = (d.job, d.reason)
+                row.reason = ("starting: waiting for the processes of the attempt before it "
+                              "on these GPUs to end (grace period)")
                 s.commit()
-                self.runs[row.id] = (req, handles)
+
+    def _launch_waiting(self, s, now: float) -> None:
+        for job_id, (job, why) in list(self.launching.items()):
+            if job.state is not JobState.RUNNING:  # preempted or cancelled meanwhile
+                del self.launching[job_id]
+            elif self._launch(s, s.get(JobRow, job_id), job, why):
+                del self.launching[job_id]
+
+    def _launch(self, s, row: JobRow, job: Job, why: str) -> bool:
+        """Start the scheduler's decision on the engine; False while the GPUs it needs, or
+        this job's own previous attempt, are still being stopped."""
+        if row.id in self.stopping:
+            return False
+        ranks = self._ranks(job.placement)
+        if ranks is None:
+            return False
+        row.attempt += 1
+        row.placement = [{"node": r.node, "gpus": list(r.gpus)} for r in ranks]
+        row.started_at = utcnow()
+        self._move(s, row, "running", why)
+        s.commit()  # the start is on record before the processes exist
+        req = self._request(row)
+        self.runs[row.id] = (req, [])
+        self.launched_s[row.id] = time.time()
+        try:
+            handles = self.executor.start(req)
+        except Exception as e:  # the engine refused it: fail it, free its booking
+            log.exception("job %s: start failed", row.id)
+            row.finished_at = utcnow()
+            self._move(s, row, "failed", f"the {self.executor.name} executor could "
+                                         f"not start it: {e}"[:1000])
+            s.commit()
+            self._release(row.id, alive=False)
+            self._end(row.id, time.time())
+            return True
+        row.placement = [{**p, "pid": h} for p, h in zip(row.placement, handles)]
+        s.commit()
+        self.runs[row.id] = (req, handles)
+        return True
 
     def _reasons(self, s) -> None:
         """Keep waiting jobs' reasons current for `kraft job ID`: one multi-row UPDATE of the
@@ -306,7 +438,8 @@ class ControlPlane:
             self.written_reason = {i: r for i, r in self.written_reason.items() if i in self.jobs}
         changed = [{"job_id": job_id, "new_reason": job.reason}
                    for job_id, job in self.jobs.items()
-                   if job_id not in self.runs and self.written_reason.get(job_id) != job.reason]
+                   if job_id not in self.runs and job_id not in self.launching
+                   and self.written_reason.get(job_id) != job.reason]
         if not changed:
             return
         s.execute(update(jobs).where(jobs.c.id == bindparam("job_id"))
@@ -327,11 +460,12 @@ def run_loop(plane: ControlPlane, stop: threading.Event, tick_s: float) -> None:
 
 
 def loop_process(fleet: dict, db_url: str, runs_dir: str, policy: str, parent_pid: int,
-                 tick_s: float = 0.05) -> None:
+                 options: dict, tick_s: float = 0.05) -> None:
     """The loop in a process of its own, next to the API process (on PostgreSQL, which takes
     writers from several processes): the API then has a CPU and a GIL to itself. It dies with
     its parent (a killed `kraft serve` must not leave a loop behind that a restart would run a
-    second time), and stops cleanly on SIGTERM."""
+    second time), and stops cleanly on SIGTERM. `options`: ControlPlane's keyword arguments,
+    with `isolation` as a dict."""
     import ctypes
     import signal
 
@@ -342,8 +476,11 @@ def loop_process(fleet: dict, db_url: str, runs_dir: str, policy: str, parent_pi
         return
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    iso = options.get("isolation")
+    options = {**options, "isolation": Isolation(**{**iso, "work_root": Path(iso["work_root"])})
+               if iso else None}
     plane = ControlPlane(FleetSpec.model_validate(fleet), make_engine(db_url), Path(runs_dir),
-                         policy)
+                         policy, **options)
     plane.recover(time.time())
     gc.freeze()  # as in `kraft serve`: full collections skip what lives as long as the process
     run_loop(plane, stop, tick_s)

@@ -128,6 +128,24 @@ def write_lock(engine: Engine):
     return lock if lock is not None else contextlib.nullcontext()
 
 
+def private_state(data_dir: Path) -> None:
+    """Kraft's state is the service account's alone, whatever the umask: every file it makes
+    from here is 0600 and every folder 0700 (os.umask), and what is already there is put
+    right. The data folder itself is 0711: tenants' work directories may sit below it."""
+    import os
+
+    os.umask(0o077)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o711)
+    for p in data_dir.iterdir():
+        if p.name == "work":
+            continue
+        if p.is_dir() and not p.is_symlink():
+            p.chmod(0o700)
+        elif p.is_file():
+            p.chmod(0o600)
+
+
 def database_url(data_dir: Path, db: str | None) -> str:
     if db:
         return db

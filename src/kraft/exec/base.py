@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from kraft.exec.identity import Identity
+
 
 @dataclass(frozen=True)
 class Rank:
@@ -21,6 +23,8 @@ class RunRequest:
     command: tuple[str, ...]
     ranks: tuple[Rank, ...]
     env: dict[str, str] = field(default_factory=dict)
+    identity: Identity | None = None  # None: run as the service's own account (tests, bench)
+    grace_s: float = 10.0  # SIGTERM, then this long, then SIGKILL
 
 
 @dataclass
@@ -28,16 +32,7 @@ class RunStatus:
     running: bool
     exit_code: int | None = None  # set once finished
     lost: bool = False  # gone without an exit status (killed with the host, say)
-
-
-# Settings of Kraft's own processes that a job must not inherit: with it, a job using
-# prometheus_client would write into Kraft's metrics folder and show up in /metrics.
-PRIVATE_ENV = ("PROMETHEUS_MULTIPROC_DIR",)
-
-
-def host_env() -> dict[str, str]:
-    """This process's environment, less Kraft's private settings: what jobs start from."""
-    return {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
+    alive: bool = False  # some process of the attempt still exists (it is being stopped)
 
 
 def launcher_env(req: RunRequest, rank: int, master_addr: str) -> dict[str, str]:
@@ -53,37 +48,62 @@ def log_file(work_dir: Path, job_id: int, attempt: int) -> Path:
     return work_dir / "logs" / f"{job_id}.{attempt}.log"
 
 
+def private_dir(path: Path) -> Path:
+    """A directory only the service's account may enter, whatever the umask."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+    return path
+
+
 class ExitFiles:
     """Logs and exit statuses in files under `work_dir`, written by `kraft.exec.runner` around
     each rank's command, so that a restarted control plane learns how a rank it did not see
     end ended. Shared by engines that run on this file system (local, Slurm)."""
 
     def __init__(self, work_dir: Path):
-        self.work_dir = work_dir
-        (work_dir / "logs").mkdir(parents=True, exist_ok=True)
-        (work_dir / "exit").mkdir(parents=True, exist_ok=True)
+        self.work_dir = private_dir(work_dir)
+        private_dir(work_dir / "logs")
+        private_dir(work_dir / "exit")
 
     def log_path(self, job_id: int, attempt: int) -> Path:
         return log_file(self.work_dir, job_id, attempt)
 
+    def open_log(self, job_id: int, attempt: int) -> int:
+        """The attempt's log for appending, 0600: a job gets this descriptor, never the path."""
+        return os.open(self.log_path(job_id, attempt), os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                       0o600)
+
     def exit_file(self, job_id: int, attempt: int, rank: int) -> Path:
         return self.work_dir / "exit" / f"{job_id}.{attempt}.{rank}"
 
-    def runner_argv(self, req: RunRequest, rank: int, python: str) -> list[str]:
+    def started(self, req: RunRequest, rank: int) -> bool:
+        """Whether this rank's runner ever began (kraft.exec.runner writes the mark first)."""
+        f = self.exit_file(req.job_id, req.attempt, rank)
+        return f.exists() or Path(f"{f}.started").exists()
+
+    def runner_argv(self, req: RunRequest, rank: int, python: str,
+                    extra: tuple[str, ...] = ()) -> list[str]:
         return [python, "-m", "kraft.exec.runner", "--job-id", str(req.job_id), "--attempt",
                 str(req.attempt), "--exit-file",
-                str(self.exit_file(req.job_id, req.attempt, rank)), "--", *req.command]
+                str(self.exit_file(req.job_id, req.attempt, rank)), "--grace-s",
+                f"{req.grace_s:g}", *extra, "--", *req.command]
 
     def gang_status(self, req: RunRequest, alive: list[bool]) -> tuple[RunStatus, bool]:
         """The gang's status from its ranks' liveness and exit files; the flag says the live
-        ranks must be stopped (one rank failed, so the whole gang fails)."""
+        ranks must be stopped. All or nothing in life as at start: one rank that failed or
+        vanished without an exit status ends the attempt."""
         codes = []
         for rank in range(len(req.ranks)):
             f = self.exit_file(req.job_id, req.attempt, rank)
             codes.append(int(f.read_text()) if f.exists() else None)
         failed = [c for c in codes if c not in (None, 0)]
+        vanished = [r for r, (a, c) in enumerate(zip(alive, codes)) if not a and c is None]
         if any(alive):
-            return (RunStatus(False, failed[0]), True) if failed else (RunStatus(True), False)
+            if failed:
+                return RunStatus(False, failed[0], alive=True), True
+            if vanished:
+                return RunStatus(False, None, lost=True, alive=True), True
+            return RunStatus(True, alive=True), False
         if all(c is not None for c in codes):
             return RunStatus(False, max(codes, key=abs)), False
         return RunStatus(False, None, lost=True), False
@@ -93,15 +113,30 @@ class Executor(Protocol):
     name: str
     capabilities: frozenset[str]  # e.g. {"logs", "adopt", "multi-node"}
 
-    def start(self, req: RunRequest) -> list[int]:
-        """Launch; returns handles, one per rank (pids for the local executor, job ids for
-        Slurm). All or nothing: on failure nothing is left running, and it raises."""
+    def start(self, req: RunRequest, only: list[int] | None = None) -> list[int]:
+        """Launch (the ranks in `only`, to finish a start a crash cut short); returns handles,
+        one per rank launched (pids for the local executor, job ids for Slurm). All or nothing:
+        on failure nothing it started is left running, and it raises."""
 
-    def status(self, req: RunRequest, handles: list[int]) -> RunStatus: ...
+    def status(self, req: RunRequest, handles: list[int]) -> RunStatus:
+        """Judged on every rank: one that failed or vanished ends the gang (and the executor
+        stops the rest; `alive` says whether any of it still lives)."""
 
-    def stop(self, req: RunRequest, handles: list[int]) -> None: ...
+    def stop(self, req: RunRequest, handles: list[int]) -> None:
+        """SIGTERM to every process of the attempt, SIGKILL `req.grace_s` later."""
+
+    def kill(self, req: RunRequest, handles: list[int]) -> None:
+        """SIGKILL now: for an attempt still alive well past its grace period."""
 
     def log_path(self, job_id: int, attempt: int) -> Path: ...
 
-    def find(self, req: RunRequest) -> list[int]:
-        """Handles of this attempt still alive, by rank (re-adoption after a restart)."""
+    def started(self, req: RunRequest, rank: int) -> bool:
+        """Whether this rank was ever launched (False: safe to launch it after a crash)."""
+
+    def find(self, req: RunRequest) -> list[int | None]:
+        """This attempt's live handles by rank, None where a rank is not alive (re-adoption
+        after a restart)."""
+
+    def orphans(self, current: dict[int, int]) -> list[tuple[RunRequest, list[int]]]:
+        """Attempts alive on the engine that are not `current` (job id -> the attempt the
+        database says runs): a crash came between recording an end and stopping it."""

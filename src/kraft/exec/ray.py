@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 
-from kraft.exec.base import ExitFiles, RunRequest, RunStatus, launcher_env
+from kraft.exec.base import ExitFiles, Rank, RunRequest, RunStatus, launcher_env
 
 LIVE = {"PENDING", "RUNNING"}
 LOG_EVERY_S = 1.0  # copy a running job's log from Ray at most this often
@@ -47,7 +47,9 @@ class RayExecutor(ExitFiles):
     def submission_id(self, req: RunRequest) -> str:
         return f"kraft-{self.deployment}-{req.job_id}-{req.attempt}"
 
-    def start(self, req: RunRequest) -> list[int]:
+    def start(self, req: RunRequest, only: list[int] | None = None) -> list[int]:
+        # one Ray job holds the whole gang: it is submitted whole or not at all (`only` is
+        # never a part of it: a Ray attempt has no ranks that began alone)
         bundles = ",".join(f"{self.node_names.get(r.node, r.node)}:{len(r.gpus)}"
                            for r in req.ranks)
         envs = [launcher_env(req, rank, "127.0.0.1") for rank in range(len(req.ranks))]
@@ -75,7 +77,7 @@ class RayExecutor(ExitFiles):
         state = _name(info.status)
         self._copy_logs(req, force=state not in LIVE)
         if state in LIVE:
-            return RunStatus(True)
+            return RunStatus(True, alive=True)
         if state == "SUCCEEDED":
             return RunStatus(False, 0)
         code = getattr(info, "driver_exit_code", None)
@@ -86,12 +88,35 @@ class RayExecutor(ExitFiles):
         # its placement group; a job Kraft starts meanwhile on those GPUs waits in Ray for them.
         self.client.stop_job(self.submission_id(req))
 
-    def find(self, req: RunRequest) -> list[int]:
+    def kill(self, req: RunRequest, handles: list[int]) -> None:
+        self.client.stop_job(self.submission_id(req))  # Ray SIGKILLs a driver 3 s after
+
+    def started(self, req: RunRequest, rank: int) -> bool:
+        try:
+            self.client.get_job_status(self.submission_id(req))
+            return True
+        except RuntimeError:
+            return False
+
+    def find(self, req: RunRequest) -> list[int | None]:
         try:
             state = _name(self.client.get_job_status(self.submission_id(req)))
         except RuntimeError:
-            return []
-        return list(range(len(req.ranks))) if state in LIVE else []
+            state = None
+        return [r if state in LIVE else None for r in range(len(req.ranks))]
+
+    def orphans(self, current: dict[int, int]) -> list[tuple[RunRequest, list[int]]]:
+        prefix = f"kraft-{self.deployment}-"
+        out = []
+        for info in self.client.list_jobs():
+            sid = info.submission_id or ""
+            parts = sid.removeprefix(prefix).split("-")
+            if not sid.startswith(prefix) or len(parts) != 2 or _name(info.status) not in LIVE:
+                continue
+            job_id, attempt = map(int, parts)
+            if current.get(job_id) != attempt:
+                out.append((RunRequest(job_id, attempt, (), (Rank("", ()),)), [0]))
+        return out
 
 
 def _name(status) -> str:

@@ -30,8 +30,12 @@ INFEASIBLE = 3
 
 @ray.remote(num_cpus=0)
 def run_rank(argv: list[str], env: dict[str, str]) -> int:
-    # the worker's stdout is a file Ray streams back to the driver, hence to the job's log
-    return subprocess.run(argv, env={**os.environ, **env}, stderr=subprocess.STDOUT).returncode
+    # the worker's stdout is a file Ray streams back to the driver, hence to the job's log;
+    # of the worker's own environment (Ray's settings) only the allow-list and Ray's GPUs
+    from kraft.exec.identity import INHERITED
+
+    keep = {k: os.environ[k] for k in (*INHERITED, "CUDA_VISIBLE_DEVICES") if k in os.environ}
+    return subprocess.run(argv, env={**keep, **env}, stderr=subprocess.STDOUT).returncode
 
 
 def feasible(bundles: list[tuple[str, int]]) -> str | None:

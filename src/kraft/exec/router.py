@@ -8,10 +8,12 @@ from pathlib import Path
 
 from kraft.cluster.state import ClusterState
 from kraft.exec.base import Executor, RunRequest, RunStatus
+from kraft.exec.identity import Isolation
 from kraft.exec.local import LocalExecutor
 
 
-def make_executor(cluster: ClusterState, work_dir: Path) -> Executor:
+def make_executor(cluster: ClusterState, work_dir: Path,
+                  isolation: Isolation | None = None) -> Executor:
     by_site: dict[str, Executor] = {}
     site_of_node: dict[str, str] = {}
     names_by_site: dict[str, list[str]] = {}
@@ -21,20 +23,20 @@ def make_executor(cluster: ClusterState, work_dir: Path) -> Executor:
         names_by_site.setdefault(site.name, []).append(name)
     for site in cluster.fleet.sites:
         spec = site.executor
+        names = dict(zip(names_by_site[site.name], spec.nodes)) if spec.nodes else {}
         if spec.kind == "local":
-            by_site[site.name] = LocalExecutor(work_dir)
+            by_site[site.name] = LocalExecutor(work_dir, isolation, spec.gpu_devices,
+                                               tuple(spec.shared_devices), names)
         elif spec.kind == "slurm":
             from kraft.exec.slurm import SlurmExecutor
 
-            names = dict(zip(names_by_site[site.name], spec.nodes)) if spec.nodes else {}
-            by_site[site.name] = SlurmExecutor(work_dir, spec.partition, names)
+            by_site[site.name] = SlurmExecutor(work_dir, spec.partition, names, isolation)
         elif spec.kind == "ray":
             from kraft.exec.ray import RayExecutor
 
             if not spec.address:
                 raise ValueError(f"site {site.name}: executor ray needs an address "
                                  f"(the Ray dashboard URL, e.g. http://127.0.0.1:8265)")
-            names = dict(zip(names_by_site[site.name], spec.nodes)) if spec.nodes else {}
             try:
                 by_site[site.name] = RayExecutor(work_dir, spec.address, names)
             except Exception as e:  # unreachable, wrong version: say so, no traceback
@@ -55,8 +57,8 @@ class SiteRouter:
     def _for(self, req: RunRequest) -> Executor:
         return self.by_site[self.site_of_node[req.ranks[0].node]]
 
-    def start(self, req: RunRequest) -> list[int]:
-        return self._for(req).start(req)
+    def start(self, req: RunRequest, only: list[int] | None = None) -> list[int]:
+        return self._for(req).start(req, only)
 
     def status(self, req: RunRequest, handles: list[int]) -> RunStatus:
         return self._for(req).status(req, handles)
@@ -67,5 +69,21 @@ class SiteRouter:
     def log_path(self, job_id: int, attempt: int) -> Path:
         return next(iter(self.by_site.values())).log_path(job_id, attempt)
 
-    def find(self, req: RunRequest) -> list[int]:
+    def kill(self, req: RunRequest, handles: list[int]) -> None:
+        self._for(req).kill(req, handles)
+
+    def started(self, req: RunRequest, rank: int) -> bool:
+        return self._for(req).started(req, rank)
+
+    def find(self, req: RunRequest) -> list[int | None]:
         return self._for(req).find(req)
+
+    def orphans(self, current: dict[int, int]) -> list[tuple[RunRequest, list[int]]]:
+        """Each engine's, once (local sites share one work folder, hence one list)."""
+        seen, out = set(), []
+        for ex in {id(e): e for e in self.by_site.values()}.values():
+            for req, handles in ex.orphans(current):
+                if (req.job_id, req.attempt) not in seen:
+                    seen.add((req.job_id, req.attempt))
+                    out.append((req, handles))
+        return out

@@ -5,7 +5,11 @@ Each rank of a gang is one batch job pinned where Kraft placed it: `sbatch --nod
 its jobs again with `squeue` instead of submitting them twice. Slurm picks the device indices
 on the node and sets CUDA_VISIBLE_DEVICES; Kraft only counts. Logs go to the job's log file
 (`--output`, appended); exit statuses come from `kraft.exec.runner` around the command, so no
-accounting database (slurmdbd) is needed. Cancel and preemption are `scancel`.
+accounting database (slurmdbd) is needed. The runner is the batch script itself (`exec`):
+cancel, time limit and preemption send it SIGTERM (`scancel --signal=TERM --batch`), and it
+stops the job's processes with Kraft's grace period, as on the local executor. A job's
+environment is Kraft's allow-list, handed to sbatch through a pipe (`--export=NIL
+--export-file`), never the service's own.
 
 The control plane must share a file system with the Slurm nodes for logs and exit files (as
 with NFS home directories on most clusters).
@@ -13,12 +17,14 @@ with NFS home directories on most clusters).
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
 from functools import cache
 
-from kraft.exec.base import ExitFiles, RunRequest, RunStatus, host_env, launcher_env
+from kraft.exec.base import ExitFiles, Rank, RunRequest, RunStatus, launcher_env
+from kraft.exec.identity import SAFE_PATH, job_env
 
 LIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
         "RESIZING", "SIGNALING", "STAGE_OUT"}
@@ -28,9 +34,14 @@ class SlurmError(RuntimeError):
     pass
 
 
-def _run(argv: list[str]) -> str:
-    try:  # sbatch --export=ALL passes this environment on to the job: Kraft's private part out
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=host_env())
+def _run(argv: list[str], env_fd: int | None = None) -> str:
+    """Run a Slurm command with only what it needs of this environment (jobs get theirs
+    through --export-file, never this process's settings)."""
+    env = {"PATH": os.environ.get("PATH", SAFE_PATH),
+           **{k: v for k, v in os.environ.items() if k.startswith("SLURM_CONF")}}
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env,
+                             pass_fds=() if env_fd is None else (env_fd,))
     except (OSError, subprocess.TimeoutExpired) as e:
         raise SlurmError(f"{argv[0]}: {e}") from e
     if out.returncode != 0:
@@ -43,36 +54,48 @@ class SlurmExecutor(ExitFiles):
     capabilities = frozenset({"logs", "adopt", "multi-node"})
 
     def __init__(self, work_dir, partition: str | None = None,
-                 node_names: dict[str, str] | None = None):
+                 node_names: dict[str, str] | None = None, isolation=None):
         super().__init__(work_dir)
+        self.isolation = isolation
         self.partition = partition
         self.node_names = node_names or {}  # Kraft node name -> Slurm node name
 
     def _node(self, kraft_node: str) -> str:
         return self.node_names.get(kraft_node, kraft_node)
 
-    def start(self, req: RunRequest) -> list[int]:
+    def start(self, req: RunRequest, only: list[int] | None = None) -> list[int]:
         ids = []
         log = self.log_path(req.job_id, req.attempt)
         master = _node_addr(self._node(req.ranks[0].node))
         try:
-            for rank, r in enumerate(req.ranks):
-                env = launcher_env(req, rank, master)
+            for rank in range(len(req.ranks)) if only is None else only:
+                r = req.ranks[rank]
+                # the environment through a pipe: an allow-list, no value on a command line
+                env = job_env(launcher_env(req, rank, master), self.work_dir, None)
+                read, write = os.pipe()
+                os.write(write, b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items()))
+                os.close(write)
                 argv = ["sbatch", "--parsable", f"--job-name=kraft-{req.job_id}-{req.attempt}-"
                         f"{rank}", f"--nodelist={self._node(r.node)}", "--nodes=1",
                         "--ntasks=1", f"--gres=gpu:{len(r.gpus)}", f"--output={log}",
-                        "--open-mode=append", "--export=ALL," + ",".join(
-                            f"{k}={v}" for k, v in env.items()),
+                        "--open-mode=append", "--export=NIL", f"--export-file={read}",
                         *([f"--partition={self.partition}"] if self.partition else []),
-                        "--wrap", shlex.join(self.runner_argv(req, rank, sys.executable))]
-                ids.append(int(_run(argv).strip().split(";")[0]))
-        except (SlurmError, ValueError):
+                        # exec: the runner is the batch script, so it alone gets the stop
+                        "--wrap", "exec " + shlex.join(self.runner_argv(req, rank,
+                                                                        sys.executable))]
+                try:
+                    ids.append(int(_run(argv, read).strip().split(";")[0]))
+                finally:
+                    os.close(read)
+        except (SlurmError, ValueError, OSError):
             if ids:  # all or nothing: a gang never runs in part
+                _run(["scancel", "--signal=KILL", "--full", *map(str, ids)])
                 _run(["scancel", *map(str, ids)])
             raise
         return ids
 
-    def _states(self, ids: list[int]) -> dict[int, str]:
+    def _states(self, ids: list[int | None]) -> dict[int, str]:
+        ids = [i for i in ids if i is not None]
         if not ids:
             return {}
         out = _run(["squeue", "-h", "-t", "all", "-o", "%i %T", "-j", ",".join(map(str, ids))])
@@ -85,24 +108,49 @@ class SlurmExecutor(ExitFiles):
             if "Invalid job id" not in str(e):  # forgotten by Slurm: judge by exit files
                 raise
             states = {}
-        status, stop = self.gang_status(req, [states.get(i) in LIVE for i in handles])
+        status, stop = self.gang_status(req, [h is not None and states.get(h) in LIVE
+                                              for h in handles])
         if stop:
             self.stop(req, handles)
         return status
 
     def stop(self, req: RunRequest, handles: list[int]) -> None:
-        if handles:
-            _run(["scancel", *map(str, handles)])
+        """SIGTERM to each rank's runner (the batch script), which stops the job's processes
+        and SIGKILLs them after the grace period; a rank still pending is cancelled."""
+        ids = [str(h) for h in handles if h is not None]
+        if ids:
+            _run(["scancel", "--signal=TERM", "--batch", *ids])
+            _run(["scancel", "--state=PENDING", *ids])
 
-    def find(self, req: RunRequest) -> list[int]:
-        prefix = f"kraft-{req.job_id}-{req.attempt}-"
-        out = _run(["squeue", "-h", "-o", "%i %j"])
-        found = {}
-        for line in out.splitlines():
+    def kill(self, req: RunRequest, handles: list[int]) -> None:
+        ids = [str(h) for h in handles if h is not None]
+        if ids:
+            _run(["scancel", "--signal=KILL", "--full", *ids])
+            _run(["scancel", *ids])
+
+    def _kraft_jobs(self) -> dict[tuple[int, int], dict[int, int]]:
+        """Every live Kraft rank in Slurm, by (job, attempt) and rank: one squeue."""
+        out: dict[tuple[int, int], dict[int, int]] = {}
+        for line in _run(["squeue", "-h", "-o", "%i %j"]).splitlines():
             slurm_id, name = line.split(maxsplit=1)
-            if name.startswith(prefix):
-                found[int(name.removeprefix(prefix))] = int(slurm_id)
-        return [found[r] for r in sorted(found)]
+            parts = name.split("-")
+            if len(parts) == 4 and parts[0] == "kraft" and all(p.isdigit() for p in parts[1:]):
+                job, attempt, rank = map(int, parts[1:])
+                out.setdefault((job, attempt), {})[rank] = int(slurm_id)
+        return out
+
+    def find(self, req: RunRequest) -> list[int | None]:
+        found = self._kraft_jobs().get((req.job_id, req.attempt), {})
+        return [found.get(r) for r in range(len(req.ranks))]
+
+    def orphans(self, current: dict[int, int]) -> list[tuple[RunRequest, list[int]]]:
+        out = []
+        for (job_id, attempt), by_rank in self._kraft_jobs().items():
+            if current.get(job_id) != attempt:
+                n = max(by_rank) + 1
+                req = RunRequest(job_id, attempt, (), tuple(Rank("", ()) for _ in range(n)))
+                out.append((req, [by_rank.get(r) for r in range(n)]))
+        return out
 
 
 @cache

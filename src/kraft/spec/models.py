@@ -110,6 +110,12 @@ class ExecutorSpec(_Strict):
         default_factory=list,
         description="the engine's node names, in the order of this site's nodes in the spec; "
                     "empty: Kraft's own node names")
+    gpu_devices: str | None = Field(
+        None, description="local, sandboxed: the device file of GPU {gpu} on node {node}, e.g. "
+                          "/dev/nvidia{gpu}; a job sees only those of its own GPUs")
+    shared_devices: list[str] = Field(
+        default_factory=list, description="device files every sandboxed job of the site sees, "
+                                          "e.g. /dev/nvidiactl, /dev/nvidia-uvm")
 
 
 class SiteSpec(_Strict):
@@ -213,7 +219,8 @@ class ResidencySpec(_Strict):
 
 
 class TenantSpec(_Strict):
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                      description="letters, digits, '.', '_' and '-'")
     tier: Tier = Tier.ON_DEMAND
     reserved_gpus: int = Field(0, ge=0, description="GPUs guaranteed to a reserved tenant")
     quota_gpus: int | None = Field(None, ge=1, description="cap on GPUs running at once")
@@ -222,6 +229,21 @@ class TenantSpec(_Strict):
     region: str | None = Field(None, description="where the tenant's users are, for latency")
     match: list[str] = Field(default_factory=list,
                              description="glob patterns of trace users/VCs mapped here")
+    # Live: the Unix account this tenant's jobs run as (docs/security.md)
+    user: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
+                             description="account of its jobs; default kraft-<name>, "
+                                         "created by a service that runs as root")
+    group: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    paths: list[str] = Field(default_factory=list, max_length=64,
+                             description="host paths (datasets) its sandboxed jobs may use")
+
+    @field_validator("paths")
+    @classmethod
+    def _absolute(cls, paths: list[str]) -> list[str]:
+        for p in paths:
+            if not p.startswith("/") or "\0" in p or "/../" in f"{p}/":
+                raise ValueError(f"{p!r}: give an absolute path without '..'")
+        return paths
 
     @model_validator(mode="after")
     def _reservation_needs_tier(self) -> TenantSpec:
