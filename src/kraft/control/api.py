@@ -12,7 +12,7 @@ import time
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError
 
 from kraft.control.auth import hash_token, is_operator, new_token
 from kraft.control.dashboard import add_dashboard
+from kraft.control.guard import BodyGuard
 from kraft.control.intake import WAITING, Intake, Submission
 from kraft.control.metrics import FleetCollector, render
 from kraft.control.service import run_loop
@@ -39,14 +40,18 @@ from kraft.control.store import (
     sessions,
     write_lock,
 )
-from kraft.exec.base import log_file
+from kraft.exec.base import read_log
 from kraft.infer.api import add_inference_routes
 from kraft.infer.live import Gateway
 from kraft.spec.load import explain
 from kraft.spec.models import FleetSpec, JobSpec, TenantSpec
 
 log = logging.getLogger("kraft.api")
-Id = Annotated[int, PathParam(ge=1, le=2**62, description="a positive id")]
+# ids are 32-bit integer columns on PostgreSQL: larger ones are a 422, never a database error
+Id = Annotated[int, PathParam(ge=1, le=2**31 - 1, description="a positive id")]
+State = Literal["pending", "admitted", "running", "preempted", "succeeded", "failed",
+                "cancelled", "rejected"]
+LOG_CHUNK = 1 << 20  # bytes of log per request
 Limit = Annotated[int, Query(ge=1, le=10_000)]
 
 
@@ -140,18 +145,22 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
             thread.join(timeout=5)
 
     app = FastAPI(title="Kraft", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(BodyGuard)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        """FastAPI's 422, naming the allowed fields beside an unknown one."""
+        """FastAPI's 422, naming the allowed fields beside an unknown one. The input is not
+        echoed back (it may be megabytes, or hold what JSON cannot carry)."""
         body = getattr(getattr(request.scope.get("route"), "body_field", None), "field_info",
                        None)
         model = getattr(body, "annotation", None)
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             model = None
-        errors = [{**e, "msg": explain({**e, "loc": e["loc"][1:]}, model)}
-                  if e["type"] == "extra_forbidden" and e["loc"][:1] == ("body",) else e
-                  for e in exc.errors()]
+        errors = [{"loc": [str(x)[:100] if not isinstance(x, int) else x for x in e["loc"]],
+                   "msg": (explain({**e, "loc": e["loc"][1:]}, model)
+                           if e["type"] == "extra_forbidden" and e["loc"][:1] == ("body",)
+                           else str(e["msg"]))[:500],
+                   "type": e["type"]} for e in exc.errors()[:20]]
         return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
 
     def audit(s, actor: str, action: str, target: str, request: Request) -> None:
@@ -159,10 +168,13 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
         s.add(AuditRow(actor=actor, action=action, target=target, address=address))
 
     def bearer(authorization: str | None) -> str:
-        if not authorization or not authorization.startswith("Bearer "):
+        """The token of `Authorization: Bearer <token>`, exactly: one space, no other."""
+        token = (authorization or "").removeprefix("Bearer ")
+        if (not authorization or token == authorization or not token
+                or token != token.strip() or " " in token or len(token) > 200):
             raise HTTPException(401, "missing bearer token (Authorization: Bearer <token>)",
                                 headers={"WWW-Authenticate": "Bearer"})
-        return authorization.removeprefix("Bearer ").strip()
+        return token
 
     tokens = TokenRow.__table__
 
@@ -216,9 +228,14 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
             raise HTTPException(401, "invalid or revoked token",
                                 headers={"WWW-Authenticate": "Bearer"})
         if not result.created:
-            response.status_code = 200
             with Session() as s:
-                return _out(s.get(JobRow, result.job_id))
+                row = s.get(JobRow, result.job_id)
+            if {**row.spec, "tenant": "-"} != spec:
+                raise HTTPException(409, f"Idempotency-Key {idempotency_key!r} was used for "
+                                         f"job {row.id} with another body: use a new key for "
+                                         f"a new job")
+            response.status_code = 200
+            return _out(row)
         created = JobOut(id=result.job_id, name=body.name, tenant=result.tenant,
                          state="pending", reason=WAITING, gpus=body.gpus, attempt=0,
                          exit_code=None, placement=None,
@@ -229,7 +246,7 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
                         media_type="application/json")
 
     @app.get("/v1/jobs", response_model=list[JobOut])
-    def jobs(who: Tenant, state: Annotated[str | None, Query(max_length=20)] = None,
+    def jobs(who: Tenant, state: State | None = None,
              limit: Limit = 1000) -> list[JobOut]:
         with Session() as s:
             q = select(JobRow).where(JobRow.tenant == who)
@@ -264,19 +281,17 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
 
     @app.get("/v1/jobs/{job_id}/logs", response_class=PlainTextResponse)
     def logs(job_id: Id, request: Request, who: Tenant,
-             offset: Annotated[int, Query(ge=0, le=2**62)] = 0) -> str:
+             offset: Annotated[int, Query(ge=0, le=2**62)] = 0) -> Response:
+        """The latest attempt's log from byte `offset`, as the job wrote it (bytes that are
+        not UTF-8 included); X-Next-Offset says where to go on from."""
         with write_lock(engine), Session() as s:
             row = own(s, job_id, who)
             audit(s, who, "job.logs", str(job_id), request)
             s.commit()
-        if row.attempt == 0:
-            return ""
-        path = log_file(data_dir / "runs", job_id, row.attempt)
-        if not path.exists():
-            return ""
-        with path.open("rb") as f:
-            f.seek(max(0, offset))
-            return f.read(1 << 20).decode(errors="replace")
+        data = (read_log(data_dir / "runs", job_id, row.attempt, offset, LOG_CHUNK)
+                if row.attempt else b"")
+        return Response(data, media_type="text/plain; charset=utf-8",
+                        headers={"X-Next-Offset": str(offset + len(data))})
 
     @app.post("/admin/tenants", status_code=201, response_model=TenantCreated)
     def create_tenant(spec: TenantSpec, request: Request, who: Operator) -> TenantCreated:

@@ -13,7 +13,9 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 console = Console()
 err = Console(stderr=True)
@@ -31,7 +33,7 @@ DEFAULT_HOME = Path("kraft-data")
 
 
 def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(2)
 
 
@@ -113,7 +115,7 @@ def serve(
                   "accounts, so only the first tenant's jobs will run (others are rejected "
                   "and told why); --single-user runs every tenant's jobs as this account",
                   highlight=False)
-    console.print(f"isolation: {isolation.describe()}", highlight=False, soft_wrap=True)
+    console.print(f"isolation: {escape(isolation.describe())}", highlight=False, soft_wrap=True)
     options = dict(isolation=isolation, grace_s=grace_s, single_user=single_user)
 
     from kraft.control.api import create_app
@@ -248,7 +250,7 @@ def tenant_list(data_dir: DataDir = DEFAULT_HOME, db: Db = None) -> None:
         table = Table("tenant", "tier", "reserved", "quota", "tokens (id, revoked)")
         for t in s.scalars(select(TenantRow).order_by(TenantRow.name)):
             toks = s.scalars(select(TokenRow).where(TokenRow.tenant == t.name))
-            table.add_row(t.name, t.spec["tier"], str(t.spec["reserved_gpus"]),
+            table.add_row(Text(t.name), t.spec["tier"], str(t.spec["reserved_gpus"]),
                           str(t.spec["quota_gpus"]),
                           ", ".join(f"{k.id}{' revoked' if k.revoked else ''}" for k in toks))
         console.print(table)
@@ -280,8 +282,8 @@ def audit(data_dir: DataDir = DEFAULT_HOME, db: Db = None, limit: int = 50) -> N
     with sessions(_engine(data_dir, db))() as s:
         table = Table("at (UTC)", "actor", "action", "target", "address")
         for r in s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)):
-            table.add_row(as_utc(r.at).strftime("%Y-%m-%d %H:%M:%S"), r.actor, r.action, r.target,
-                          r.address)
+            table.add_row(as_utc(r.at).strftime("%Y-%m-%d %H:%M:%S"), Text(r.actor),
+                          Text(r.action), Text(r.target), Text(r.address))
         console.print(table)
 
 
@@ -355,8 +357,9 @@ def jobs() -> None:
     with _client() as c:
         rows = _check(c.get("/v1/jobs")).json()
     table = Table("id", "name", "state", "GPUs", "reason")
-    for j in rows:
-        table.add_row(str(j["id"]), j["name"], j["state"], str(j["gpus"]), j["reason"])
+    for j in rows:  # tenants' strings are never read as Rich markup
+        table.add_row(str(j["id"]), Text(j["name"]), j["state"], str(j["gpus"]),
+                      Text(j["reason"]))
     console.print(table)
 
 
@@ -367,8 +370,8 @@ def job(job_id: int) -> None:
         events = _check(c.get(f"/v1/jobs/{job_id}/events")).json()
     console.print_json(json.dumps(j))
     for e in events:
-        console.print(f"{e['at']}  {e['from_state'] or '-'} -> {e['to_state']}  {e['detail']}",
-                      highlight=False)
+        console.print(Text(f"{e['at']}  {e['from_state'] or '-'} -> {e['to_state']}  "
+                           f"{e['detail']}"), highlight=False)
 
 
 def cancel(job_id: int) -> None:
@@ -380,13 +383,17 @@ def cancel(job_id: int) -> None:
 
 def logs(job_id: int, follow: Annotated[bool, typer.Option("-f", "--follow")] = False) -> None:
     """A job's output; -f follows it until the job ends."""
+    import codecs
+
     offset = 0
+    decode = codecs.getincrementaldecoder("utf-8")(errors="replace")  # bytes as the job wrote
     with _client() as c:
         while True:
-            text = _check(c.get(f"/v1/jobs/{job_id}/logs", params={"offset": offset})).text
-            if text:
+            data = _check(c.get(f"/v1/jobs/{job_id}/logs", params={"offset": offset})).content
+            text = decode.decode(data)
+            if data:
                 print(text, end="", flush=True)
-                offset += len(text.encode())
+                offset += len(data)
             if not follow:
                 return
             state = _check(c.get(f"/v1/jobs/{job_id}")).json()["state"]
@@ -406,7 +413,8 @@ def service_create(spec: Annotated[Path, typer.Argument(help="InferenceService Y
     body = _yaml_mapping(spec)
     with _client() as c:
         svc = _check(c.post("/v1/services", json=body), spec).json()
-    console.print(f"service {svc['name']}: {svc['desired_replicas']} replica(s) starting")
+    console.print(Text(f"service {svc['name']}: {svc['desired_replicas']} replica(s) "
+                       f"starting"))
 
 
 @service_app.command("list")
@@ -419,7 +427,7 @@ def service_list() -> None:
         reps = ", ".join(f"{r['job_id']}: {'ready' if r['ready'] else r['state']}"
                          f"{' draining' if r['draining'] else ''}, {r['site'] or '-'}, "
                          f"{r['in_flight']}" for r in svc["replicas"])
-        table.add_row(svc["name"], str(svc["desired_replicas"]), reps or "-")
+        table.add_row(Text(svc["name"]), str(svc["desired_replicas"]), Text(reps or "-"))
     console.print(table)
 
 
@@ -428,7 +436,7 @@ def service_delete(name: str) -> None:
     """Delete a service: its replicas drain, then stop."""
     with _client() as c:
         _check(c.delete(f"/v1/services/{name}"))
-    console.print(f"service {name}: deleted; replicas draining")
+    console.print(Text(f"service {name}: deleted; replicas draining"))
 
 
 def register(app: typer.Typer) -> None:

@@ -26,7 +26,7 @@ from datetime import datetime
 
 from sqlalchemy import and_, insert, or_, select, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from kraft.control.store import AuditRow, EventRow, JobRow, TokenRow, utcnow, write_lock
 
@@ -146,11 +146,22 @@ class Intake:
                 results: list[Accepted | Exception] = self.write(batch)
             except Exception as e:  # the database failed: every submit in the batch is refused
                 results = [e] * len(batch)
+                if len(batch) > 1 and isinstance(e, DBAPIError) and not (
+                        e.connection_invalidated or isinstance(e, OperationalError)):
+                    # one submit the database would not take (a value the API let through):
+                    # it alone is refused, its batch-mates are written one by one
+                    results = [self._alone(item) for item in batch]
             for item, result in zip(batch, results):
                 try:
                     item.done.get_loop().call_soon_threadsafe(_settle, item.done, result)
                 except RuntimeError:  # its event loop has closed: nobody is waiting
                     pass
+
+    def _alone(self, item: Submission) -> Accepted | Exception:
+        try:
+            return self.write([item])[0]
+        except Exception as e:
+            return e
 
     def write(self, batch: list[Submission]) -> list[Accepted]:
         """Write a batch; one Accepted per submit, in order."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import socket
 import threading
 import time
 from collections import defaultdict
@@ -76,6 +77,7 @@ class ControlPlane:
         self.stopping: dict[int, tuple[RunRequest, list[int], float]] = {}
         # Started by the scheduler, not yet launched: the GPUs' last attempt is still stopping.
         self.launching: dict[int, tuple[Job, str]] = {}
+        self.stop_sent: dict[int, float] = {}  # when each stopping attempt was last signalled
         self.launched_s: dict[int, float] = {}  # wall clock of each running attempt's launch
         self.gpus_used: dict[int, set[int]] = defaultdict(set)  # node -> GPU indices in use
         self.written_reason: dict[int, str] = {}  # last reason stored, per waiting job
@@ -145,6 +147,7 @@ class ControlPlane:
             self._free_gpus(req)
             return
         self.executor.stop(req, handles)
+        self.stop_sent[job_id] = time.monotonic()
         self.stopping[job_id] = (req, handles, time.monotonic() + req.grace_s + KILL_MARGIN_S)
 
     def _reap(self) -> None:
@@ -153,6 +156,12 @@ class ControlPlane:
             if not self.executor.status(req, handles).alive:
                 del self.stopping[job_id]
                 self._free_gpus(req)
+            elif self.stop_sent.get(job_id, 0.0) < time.monotonic() - 1.0:
+                # again each second: a rank that was still starting may have missed it
+                self.stop_sent[job_id] = time.monotonic()
+                self.executor.stop(req, handles)
+            if job_id not in self.stopping:
+                self.stop_sent.pop(job_id, None)
             elif time.monotonic() > kill_at:
                 log.warning("job %s attempt %s: alive past its grace period: SIGKILL", job_id,
                             req.attempt)
@@ -162,11 +171,13 @@ class ControlPlane:
     def _request(self, row: JobRow) -> RunRequest:
         spec = JobSpec.model_validate(row.spec)
         ranks = tuple(Rank(r["node"], tuple(r["gpus"])) for r in row.placement or [])
+        first = (row.placement or [{}])[0]
+        env = {**spec.env, **({"PORT": str(first["port"])} if "port" in first else {})}
         t = self.sched.tenants.get(row.tenant)
         ident = Identity(row.tenant) if t is None else Identity(
-            row.tenant, t.spec.user, t.spec.group, tuple(t.spec.paths))
-        return RunRequest(row.id, row.attempt, tuple(spec.command or ()), ranks,
-                          dict(spec.env), ident, self.grace_s)
+            row.tenant, t.spec.user, t.spec.group, tuple(t.spec.paths), t.spec.slurm_account)
+        return RunRequest(row.id, row.attempt, tuple(spec.command or ()), ranks, env, ident,
+                          self.grace_s, first.get("master_port"))
 
     # ---- recovery --------------------------------------------------------------------------
 
@@ -407,6 +418,11 @@ class ControlPlane:
             return False
         row.attempt += 1
         row.placement = [{"node": r.node, "gpus": list(r.gpus)} for r in ranks]
+        # ports drawn at random, never derived from the id: a port another tenant's job can
+        # predict is one it can take first (the gateway also checks who holds a replica's)
+        row.placement[0]["master_port"] = free_port()
+        if row.service_id is not None:
+            row.placement[0]["port"] = free_port()
         row.started_at = utcnow()
         self._move(s, row, "running", why)
         s.commit()  # the start is on record before the processes exist
@@ -447,6 +463,13 @@ class ControlPlane:
         s.commit()
         for c in changed:
             self.written_reason[c["job_id"]] = c["new_reason"]
+
+
+def free_port() -> int:
+    """A TCP port free on this host now, chosen by the kernel at random."""
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
 
 
 def run_loop(plane: ControlPlane, stop: threading.Event, tick_s: float) -> None:

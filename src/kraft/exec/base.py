@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -25,6 +26,7 @@ class RunRequest:
     env: dict[str, str] = field(default_factory=dict)
     identity: Identity | None = None  # None: run as the service's own account (tests, bench)
     grace_s: float = 10.0  # SIGTERM, then this long, then SIGKILL
+    master_port: int | None = None  # the rendezvous port, drawn at start
 
 
 @dataclass
@@ -37,8 +39,9 @@ class RunStatus:
 
 def launcher_env(req: RunRequest, rank: int, master_addr: str) -> dict[str, str]:
     """What a distributed launcher (torchrun, DeepSpeed) expects, the same on every engine."""
-    port = 20000 + (req.job_id * 7 + req.attempt) % 20000
-    return {**req.env, "KRAFT_JOB_ID": str(req.job_id), "KRAFT_NODE": req.ranks[rank].node,
+    port = req.master_port or 20000 + (req.job_id * 7 + req.attempt) % 20000
+    return {**req.env, "KRAFT_JOB_ID": str(req.job_id), "KRAFT_ATTEMPT": str(req.attempt),
+            "KRAFT_NODE": req.ranks[rank].node,
             "MASTER_ADDR": master_addr, "MASTER_PORT": str(port),
             "WORLD_SIZE": str(len(req.ranks)), "RANK": str(rank)}
 
@@ -46,6 +49,27 @@ def launcher_env(req: RunRequest, rank: int, master_addr: str) -> dict[str, str]
 def log_file(work_dir: Path, job_id: int, attempt: int) -> Path:
     """Where every executor leaves an attempt's log (the API reads it from here)."""
     return work_dir / "logs" / f"{job_id}.{attempt}.log"
+
+
+def read_log(runs_dir: Path, job_id: int, attempt: int, offset: int, size: int) -> bytes:
+    """Up to `size` bytes of an attempt's log from `offset`, wherever its executor left it
+    (runs/logs, or a Slurm job's own folder, which its tenant owns: a symbolic link or a hard
+    link planted there is refused, so the service never reads another file for a tenant)."""
+    for path in (log_file(runs_dir, job_id, attempt),
+                 runs_dir / "slurm" / str(job_id) / f"{attempt}.log"):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            continue
+        except OSError:  # a link in the tenant's folder (ELOOP), or not ours to read
+            return b""
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                return b""
+            f.seek(min(offset, st.st_size))
+            return f.read(size)
+    return b""
 
 
 def private_dir(path: Path) -> Path:
@@ -82,8 +106,9 @@ class ExitFiles:
         return f.exists() or Path(f"{f}.started").exists()
 
     def runner_argv(self, req: RunRequest, rank: int, python: str,
-                    extra: tuple[str, ...] = ()) -> list[str]:
-        return [python, "-m", "kraft.exec.runner", "--job-id", str(req.job_id), "--attempt",
+                    extra: tuple[str, ...] = (),
+                    entry: tuple[str, ...] = ("-m", "kraft.exec.runner")) -> list[str]:
+        return [python, *entry, "--job-id", str(req.job_id), "--attempt",
                 str(req.attempt), "--exit-file",
                 str(self.exit_file(req.job_id, req.attempt, rank)), "--grace-s",
                 f"{req.grace_s:g}", *extra, "--", *req.command]

@@ -44,6 +44,7 @@ class Identity:
     user: str | None = None  # None: `kraft-<tenant>`, created when the service is root
     group: str | None = None  # None: the user's primary group
     paths: tuple[str, ...] = ()  # host paths the tenant may use (datasets), bound read-write
+    slurm_account: str | None = None  # Slurm's fair-share account for its jobs
 
 
 @dataclass(frozen=True)

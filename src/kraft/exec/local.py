@@ -183,3 +183,40 @@ def _alive(pid: int, want: list[bytes]) -> bool:
         return False
     args = cmd[1:1 + len(want)]
     return len(args) == len(want) and args[:-1] == want[:-1] and args[-1].startswith(want[-1])
+
+
+def listening_inodes(port: int) -> set[int]:
+    """Socket inodes listening on TCP `port` on this host (IPv4 and IPv6)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(int(f[9]))
+    return inodes
+
+
+def owns_port(runner_pid: int, port: int) -> bool | None:
+    """Whether the process listening on `port` belongs to the job under `runner_pid` (the
+    proof the gateway asks of a replica before it sends it a request): True, False (another
+    process holds the port: a squatter), or None (nothing listens yet)."""
+    inodes = listening_inodes(port)
+    if not inodes:
+        return None
+    want = {f"socket:[{i}]" for i in inodes}
+    for pid in descendants(runner_pid):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in want:
+                    return True
+            except OSError:
+                continue
+    return False

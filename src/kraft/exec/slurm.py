@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from functools import cache
+from pathlib import Path
 
+from kraft.exec import runner
 from kraft.exec.base import ExitFiles, Rank, RunRequest, RunStatus, launcher_env
-from kraft.exec.identity import SAFE_PATH, job_env
+from kraft.exec.identity import SAFE_PATH, Account, job_env, resolve_account, work_dir
 
 LIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
         "RESIZING", "SIGNALING", "STAGE_OUT"}
@@ -59,6 +62,56 @@ class SlurmExecutor(ExitFiles):
         self.isolation = isolation
         self.partition = partition
         self.node_names = node_names or {}  # Kraft node name -> Slurm node name
+        self.accounts: dict[tuple, Account] = {}
+        self.entry: tuple[str, ...] = ("-m", "kraft.exec.runner")
+        self.python = sys.executable
+        if isolation is not None and isolation.accounts:
+            # Each job's log and exit files in a folder of its own, owned by its tenant's
+            # account (Slurm writes the log, and the runner the exit files, as that account):
+            # runs/slurm/<job>/. The folders above may be passed through, not listed.
+            self.work_dir.chmod(0o711)
+            (self.work_dir / "slurm").mkdir(mode=0o711, exist_ok=True)
+            (self.work_dir / "slurm").chmod(0o711)
+            # The runner then runs as the tenant's account, which may not read the Python
+            # Kraft runs from (a venv under /root, say): the runner is one file of the
+            # standard library only, copied where that account can read it, and run by the
+            # system's python3.
+            script = self.work_dir / "slurm" / "kraft-runner.py"
+            script.write_bytes(Path(runner.__file__).read_bytes())
+            script.chmod(0o644)
+            self.entry = (str(script),)
+            self.python = shutil.which("python3", path=SAFE_PATH) or sys.executable
+
+    def _per_job(self) -> bool:
+        return self.isolation is not None and self.isolation.accounts
+
+    def log_path(self, job_id: int, attempt: int) -> Path:
+        if not self._per_job():
+            return super().log_path(job_id, attempt)
+        return self.work_dir / "slurm" / str(job_id) / f"{attempt}.log"
+
+    def exit_file(self, job_id: int, attempt: int, rank: int) -> Path:
+        if not self._per_job():
+            return super().exit_file(job_id, attempt, rank)
+        return self.work_dir / "slurm" / str(job_id) / f"{attempt}.{rank}"
+
+    def _identity_args(self, req: RunRequest) -> tuple[list[str], Path]:
+        """sbatch's options that run the job as its tenant's account, in its work folder."""
+        ident = req.identity
+        if not self._per_job() or ident is None:
+            return [], self.work_dir
+        key = (ident.tenant, ident.user, ident.group)
+        if key not in self.accounts:
+            self.accounts[key] = resolve_account(ident, create=True)
+        account = self.accounts[key]
+        home = work_dir(self.isolation.work_root, ident, account)
+        job_dir = self.work_dir / "slurm" / str(req.job_id)
+        job_dir.mkdir(mode=0o700, exist_ok=True)
+        os.chown(job_dir, account.uid, account.gid)
+        args = [f"--uid={account.uid}", f"--gid={account.gid}", f"--chdir={home}"]
+        if ident.slurm_account:
+            args.append(f"--account={ident.slurm_account}")
+        return args, home
 
     def _node(self, kraft_node: str) -> str:
         return self.node_names.get(kraft_node, kraft_node)
@@ -67,22 +120,23 @@ class SlurmExecutor(ExitFiles):
         ids = []
         log = self.log_path(req.job_id, req.attempt)
         master = _node_addr(self._node(req.ranks[0].node))
+        who, home = self._identity_args(req)
         try:
             for rank in range(len(req.ranks)) if only is None else only:
                 r = req.ranks[rank]
                 # the environment through a pipe: an allow-list, no value on a command line
-                env = job_env(launcher_env(req, rank, master), self.work_dir, None)
+                env = job_env(launcher_env(req, rank, master), home, None)
                 read, write = os.pipe()
                 os.write(write, b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items()))
                 os.close(write)
                 argv = ["sbatch", "--parsable", f"--job-name=kraft-{req.job_id}-{req.attempt}-"
                         f"{rank}", f"--nodelist={self._node(r.node)}", "--nodes=1",
                         "--ntasks=1", f"--gres=gpu:{len(r.gpus)}", f"--output={log}",
-                        "--open-mode=append", "--export=NIL", f"--export-file={read}",
+                        "--open-mode=append", "--export=NIL", f"--export-file={read}", *who,
                         *([f"--partition={self.partition}"] if self.partition else []),
                         # exec: the runner is the batch script, so it alone gets the stop
-                        "--wrap", "exec " + shlex.join(self.runner_argv(req, rank,
-                                                                        sys.executable))]
+                        "--wrap", "exec " + shlex.join(self.runner_argv(
+                            req, rank, self.python, entry=self.entry))]
                 try:
                     ids.append(int(_run(argv, read).strip().split(";")[0]))
                 finally:
@@ -117,10 +171,13 @@ class SlurmExecutor(ExitFiles):
     def stop(self, req: RunRequest, handles: list[int]) -> None:
         """SIGTERM to each rank's runner (the batch script), which stops the job's processes
         and SIGKILLs them after the grace period; a rank still pending is cancelled."""
-        ids = [str(h) for h in handles if h is not None]
-        if ids:
-            _run(["scancel", "--signal=TERM", "--batch", *ids])
-            _run(["scancel", "--state=PENDING", *ids])
+        states = self._states(handles)
+        running = [str(i) for i, st in states.items() if st == "RUNNING"]
+        waiting = [str(i) for i, st in states.items() if st in LIVE and st != "RUNNING"]
+        if running:
+            _run(["scancel", "--signal=TERM", "--batch", *running])
+        if waiting:  # not started, or its script not yet there: nothing to give a grace to
+            _run(["scancel", *waiting])
 
     def kill(self, req: RunRequest, handles: list[int]) -> None:
         ids = [str(h) for h in handles if h is not None]

@@ -18,6 +18,7 @@ Two halves, talking only through the database, so each may live in its own proce
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from sqlalchemy import func, select
 
 from kraft.cluster.state import ClusterState
 from kraft.control.store import JobRow, ServiceRow, TenantRow, sessions, utcnow, write_lock
+from kraft.exec.local import owns_port
 from kraft.infer.autoscale import ScaleInput, desired_replicas
 from kraft.infer.latency import ReplicaTiming, llm_model
 from kraft.infer.routing import make_router
@@ -34,12 +36,7 @@ from kraft.spec.inference import InferenceServiceSpec
 from kraft.spec.models import FleetSpec, JobSpec, ResidencySpec, TenantSpec
 
 FINAL = ("succeeded", "failed", "cancelled", "rejected")
-PORT_BASE, PORT_SPAN = 30000, 20000
-
-
-def replica_port(job_id: int) -> int:
-    return PORT_BASE + job_id % PORT_SPAN
-
+log = logging.getLogger("kraft.gateway")
 
 def reconcile_services(s, now_s: float) -> int:
     """Submit replica jobs until every live service has `desired_replicas` that are not
@@ -56,13 +53,13 @@ def reconcile_services(s, now_s: float) -> int:
             row = JobRow(tenant=svc.tenant, name=f"{svc.name}-replica", spec={},
                          state="pending", reason="waiting: just submitted", attempt=0,
                          submitted_at=utcnow(), submitted_s=now_s, service_id=svc.id)
-            s.add(row)
-            s.flush()  # the id picks the port
+            # PORT is drawn when the replica starts (kraft.control.service), not from its id:
+            # a predictable port is one another tenant's job can take first
             row.spec = JobSpec(
                 name=row.name, tenant=svc.tenant, gpus=spec.tp, gpu_model=spec.gpu,
-                command=spec.command, preemptible=False,
-                env={"PORT": str(replica_port(row.id)), "KRAFT_SERVICE": svc.name},
+                command=spec.command, preemptible=False, env={"KRAFT_SERVICE": svc.name},
             ).model_dump(mode="json")
+            s.add(row)
             made += 1
     return made
 
@@ -76,6 +73,8 @@ class LiveReplica:
     ready: bool = False
     draining: bool = False
     stop_asked: bool = False
+    runner_pid: int | None = None  # local replicas: whose process must hold the port
+    port: int = 0
 
     timing: ReplicaTiming | None = None
 
@@ -145,9 +144,7 @@ class Gateway:
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep serving; logged
-                import logging
-
-                logging.getLogger("kraft.gateway").exception("gateway step failed")
+                log.exception("gateway step failed")
             self.changed.set()
             self.changed = asyncio.Event()
             await asyncio.sleep(self.refresh_s)
@@ -191,12 +188,15 @@ class Gateway:
             seen[svc.row_id].add(job.id)
             rep = svc.replicas.get(job.id)
             if rep is None:
-                node = job.placement[0]["node"]
-                site = self.site_of_node[node]
-                host = "127.0.0.1" if site.name in self.local else node
+                first = job.placement[0]
+                if "port" not in first:
+                    continue
+                site = self.site_of_node[first["node"]]
+                local = site.name in self.local
+                host = "127.0.0.1" if local else first["node"]
                 rep = svc.replicas[job.id] = LiveReplica(
-                    job.id, site.name, f"http://{host}:{job.spec['env']['PORT']}",
-                    timing=svc.timing)
+                    job.id, site.name, f"http://{host}:{first['port']}", timing=svc.timing,
+                    runner_pid=first.get("pid") if local else None, port=first["port"])
             rep.draining = rep.draining or job.draining or job.cancel_requested
         for sid, svc in by_id.items():
             for job_id in list(svc.replicas):
@@ -205,6 +205,17 @@ class Gateway:
 
     async def _probe(self) -> None:
         async def one(rep: LiveReplica) -> None:
+            if rep.runner_pid is not None:  # local: the port must be held by the replica itself
+                owner = await asyncio.to_thread(owns_port, rep.runner_pid, rep.port)
+                if owner is False:
+                    log.warning("replica %s: port %s is held by a process that is not the "
+                                "replica's: never routed to; replaced", rep.job_id, rep.port)
+                    if not rep.stop_asked:
+                        await asyncio.to_thread(self._stop, rep, "its port was taken by "
+                                                "another process: replaced on a new port")
+                    return
+                if owner is None:
+                    return  # not listening yet
             try:
                 rep.ready = (await self.client.get(f"{rep.url}/health", timeout=1)).is_success
             except httpx.HTTPError:
@@ -252,11 +263,14 @@ class Gateway:
             svc.last_change_s = now_s
         svc.desired = want
 
-    def _stop(self, rep: LiveReplica) -> None:
+    def _stop(self, rep: LiveReplica, why: str = "") -> None:
         with write_lock(self.engine), self.Session() as s:
-            s.get(JobRow, rep.job_id).cancel_requested = True
+            row = s.get(JobRow, rep.job_id)
+            row.cancel_requested = True
+            row.reason = why or row.reason
             s.commit()
         rep.stop_asked = True
+        rep.ready = False
 
     # ---- requests ---------------------------------------------------------------------------
 

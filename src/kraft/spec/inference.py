@@ -20,7 +20,7 @@ class LlmModelSpec(_Strict):
     dtype: Literal["bf16", "fp16", "fp8", "int8", "int4"] = "bf16"
     layers: int = Field(ge=1, le=1000)
     hidden: int = Field(ge=64, le=1_000_000, description="model width")
-    kv_bytes_per_token: float = Field(gt=0, description="K and V of all layers, bytes")
+    kv_bytes_per_token: float = Field(ge=1, le=1e9, description="K and V of all layers, bytes")
 
 
 class SloSpec(_Strict):
@@ -65,7 +65,9 @@ class AutoscaleSpec(_Strict):
 
 
 class InferenceServiceSpec(_Strict):
-    name: str = Field(min_length=1, max_length=200)
+    # short enough for every name Kraft derives from it ("<name>-replica", "<name>~deleted-<id>")
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$",
+                      description="letters, digits and . _ : / -")
     tenant: str = Field("default", min_length=1)
     model: str | LlmModelSpec = Field(description="a built-in model name, or its figures")
     gpu: str = Field(description="GPU model, a name from the catalog")

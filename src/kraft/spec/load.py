@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from kraft.spec.models import FleetSpec, TenantsSpec
 
 M = TypeVar("M", bound=BaseModel)
+MAX_SPEC_BYTES = 4 << 20
 
 
 class SpecError(ValueError):
@@ -86,9 +87,22 @@ def format_validation_error(path: Path | str, err: ValidationError,
 def read_mapping(path: Path) -> dict:
     """A YAML file's top-level mapping, unvalidated (the API validates what the CLI sends)."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        with open(path, "rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
     except OSError as e:
         raise SpecError(f"{path}: cannot read: {e.strerror}") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"{path}: over {MAX_SPEC_BYTES >> 20} MiB; a spec is a few kB "
+                        f"(traces go through `kraft trace`)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: not UTF-8 text (byte {e.start}: "
+                        f"{data[e.start:e.start + 1]!r})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except RecursionError:
+        raise SpecError(f"{path}: nested too deeply") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -103,6 +117,8 @@ def load_yaml(path: Path, model: type[M]) -> M:
     raw = read_mapping(path)
     try:
         return model.model_validate(raw)
+    except RecursionError:
+        raise SpecError(f"{path}: nested too deeply") from None
     except ValidationError as e:
         raise SpecError(format_validation_error(path, e, model)) from None
 

@@ -31,11 +31,12 @@ _TIER_RANK = {Tier.RESERVED: 0, Tier.ON_DEMAND: 1, Tier.SPOT: 2}
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinities are no figures: refused, as JSON and the databases would refuse them
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class NodeGroupSpec(_Strict):
-    count: int = Field(1, ge=1, description="number of identical nodes")
+    count: int = Field(1, ge=1, le=100_000, description="number of identical nodes")
     gpus: int = Field(ge=1, le=72, description="GPUs per node")
     model: str = Field(description="GPU model, a name from the catalog")
 
@@ -51,7 +52,8 @@ class PodSpec(_Strict):
     """An NVLink / InfiniBand domain (or a power feed): gangs prefer to stay inside one."""
 
     name: str = Field(min_length=1)
-    count: int = Field(1, ge=1, description="replicate this pod; names get a -NNNN suffix")
+    count: int = Field(1, ge=1, le=100_000,
+                       description="replicate this pod; names get a -NNNN suffix")
     nodes: list[NodeGroupSpec] = Field(min_length=1)
 
 
@@ -179,6 +181,9 @@ class PricingSpec(_Strict):
                 Tier.SPOT: self.spot}[tier]
 
 
+MAX_NODES = 1_000_000  # 8 million GPUs at 8 per node; the largest bundled fleet has 25,002
+
+
 class FleetSpec(_Strict):
     name: str = Field(min_length=1)
     description: str = ""
@@ -188,6 +193,9 @@ class FleetSpec(_Strict):
 
     @model_validator(mode="after")
     def _unique_names(self) -> FleetSpec:
+        nodes = sum(s.node_count for s in self.sites)
+        if nodes > MAX_NODES:  # the runtime state is a few hundred bytes per node
+            raise ValueError(f"{nodes:,} nodes: at most {MAX_NODES:,} in one fleet")
         names = [s.name for s in self.sites]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
@@ -236,6 +244,8 @@ class TenantSpec(_Strict):
     group: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     paths: list[str] = Field(default_factory=list, max_length=64,
                              description="host paths (datasets) its sandboxed jobs may use")
+    slurm_account: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+                                      description="Slurm account of its jobs (fair share)")
 
     @field_validator("paths")
     @classmethod
