@@ -105,7 +105,12 @@ def engine(request):
 @pytest.fixture
 def serve(engine, tmp_path):
     _, fleet, live, clean = engine
-    home = tmp_path / "home"
+    # Slurm runs each job as its tenant's account with no sandbox around it: the data folder
+    # must sit where those accounts may pass (as /var/lib/kraft would), not in pytest's 0700
+    # folder. Jobs write their marks into their work folder (their cwd).
+    top = Path(tempfile.mkdtemp(prefix="kraft-engines-"))
+    top.chmod(0o711)
+    home = top / "home"
     servers = []
     port = free_port()
 
@@ -119,16 +124,17 @@ def serve(engine, tmp_path):
         servers.append(start_server(home, port, None, fleet=fleet))
         return servers[-1]
 
-    yield tenant, server, live
+    yield tenant, server, live, home
     for p in servers:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
             p.wait(timeout=10)
     clean(live())
+    shutil.rmtree(top, ignore_errors=True)
 
 
 def test_gang_runs_with_distinct_gpus(serve):
-    tenant, server, live = serve
+    tenant, server, live, home = serve
     a = tenant("acme")
     server()
     show = ["bash", "-c", "echo rank=$RANK node=$KRAFT_NODE gpus=$CUDA_VISIBLE_DEVICES"]
@@ -149,7 +155,7 @@ def test_gang_runs_with_distinct_gpus(serve):
 
 
 def test_cancel_frees_the_gpus(serve):
-    tenant, server, live = serve
+    tenant, server, live, home = serve
     a = tenant("acme")
     server()
     job_id = a.post("/v1/jobs", json={"gpus": 8, "command": ["sleep", "300"]}).json()["id"]
@@ -169,13 +175,12 @@ def test_cancel_frees_the_gpus(serve):
 
 
 def test_reserved_arrival_preempts_spot(serve, tmp_path):
-    tenant, server, live = serve
+    tenant, server, live, home = serve
     spot = tenant("cheap", "--tier", "spot")
     lab = tenant("lab", "--tier", "reserved", "--reserved-gpus", "4")
     server()
-    mark = tmp_path / "spot-starts"
     spot_id = spot.post("/v1/jobs", json={"gpus": 8, "command": [
-        "bash", "-c", f"echo $RANK >> {mark}; sleep 3"]}).json()["id"]
+        "bash", "-c", "echo $RANK >> spot-starts; sleep 3"]}).json()["id"]
     wait(spot, spot_id, {"running"})
     lab_id = lab.post("/v1/jobs", json={"gpus": 4, "command": ["sleep", "1"]}).json()["id"]
     assert wait(lab, lab_id, {"succeeded", "failed"})["state"] == "succeeded"
@@ -186,12 +191,12 @@ def test_reserved_arrival_preempts_spot(serve, tmp_path):
 
 
 def test_sigkill_of_the_control_plane_keeps_engine_jobs_once(serve, tmp_path):
-    tenant, server, live = serve
+    tenant, server, live, home = serve
     a = tenant("acme")
     first = server()
-    mark = tmp_path / "starts"
+    mark = home / "work" / "acme" / "starts"
     job_id = a.post("/v1/jobs", json={"gpus": 8, "command": [
-        "bash", "-c", f"echo start-$RANK >> {mark}; sleep 4"]}).json()["id"]
+        "bash", "-c", "echo start-$RANK >> starts; sleep 4"]}).json()["id"]
     wait(a, job_id, {"running"})
     deadline = time.time() + 20
     while len(mark.read_text().split() if mark.exists() else []) < 2 and time.time() < deadline:

@@ -29,12 +29,13 @@ def kraft(*args, env=None, check=True) -> subprocess.CompletedProcess:
                           check=check, timeout=60)
 
 
-def start_server(home: Path, port: int, db: str | None, fleet: str = "local"
-                 ) -> subprocess.Popen:
-    args = [*KRAFT, "serve", "--data-dir", str(home), "--port", str(port), "--fleet", fleet]
+def start_server(home: Path, port: int, db: str | None, fleet: str = "local",
+                 extra: tuple[str, ...] = (), env: dict | None = None) -> subprocess.Popen:
+    args = [*KRAFT, "serve", "--data-dir", str(home), "--port", str(port), "--fleet", fleet,
+            *extra]
     if db:
         args += ["--db", db]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     deadline = time.time() + 30
     while time.time() < deadline:
         try:

@@ -17,6 +17,7 @@ import time
 import uuid
 
 from kraft.exec.base import ExitFiles, Rank, RunRequest, RunStatus, launcher_env
+from kraft.exec.identity import job_env, work_dir
 
 LIVE = {"PENDING", "RUNNING"}
 LOG_EVERY_S = 1.0  # copy a running job's log from Ray at most this often
@@ -29,8 +30,9 @@ class RayExecutor(ExitFiles):
     capabilities = frozenset({"logs", "adopt", "multi-node"})
 
     def __init__(self, work_dir, address: str, node_names: dict[str, str] | None = None,
-                 python: str = sys.executable):
+                 python: str = sys.executable, isolation=None):
         super().__init__(work_dir)
+        self.isolation = isolation
         from ray.job_submission import JobSubmissionClient
 
         self.client = JobSubmissionClient(address)
@@ -52,11 +54,18 @@ class RayExecutor(ExitFiles):
         # never a part of it: a Ray attempt has no ranks that began alone)
         bundles = ",".join(f"{self.node_names.get(r.node, r.node)}:{len(r.gpus)}"
                            for r in req.ranks)
-        envs = [launcher_env(req, rank, "127.0.0.1") for rank in range(len(req.ranks))]
+        home = None
+        if self.isolation is not None and req.identity is not None:
+            # Ray runs every job as the account that runs Ray: Kraft gives it its tenant's
+            # work folder (cwd and HOME) and no secrets, not an account (docs/security.md)
+            home = work_dir(self.isolation.work_root, req.identity, None)
+        envs = [job_env(launcher_env(req, rank, "127.0.0.1"), home, None) if home else
+                launcher_env(req, rank, "127.0.0.1") for rank in range(len(req.ranks))]
         # MASTER_ADDR: Ray places the ranks; a launcher inside the job should take rank 0's
         # address from Ray. 127.0.0.1 is right for the single-machine test cluster only.
         entrypoint = shlex.join([self.python, "-m", "kraft.exec.ray_gang", "--bundles",
-                                 bundles, "--env", json.dumps(envs), "--", *req.command])
+                                 bundles, "--env", json.dumps(envs),
+                                 *(["--cwd", str(home)] if home else []), "--", *req.command])
         self.client.submit_job(entrypoint=entrypoint, submission_id=self.submission_id(req),
                                entrypoint_num_cpus=0, entrypoint_num_gpus=0)
         return list(range(len(req.ranks)))

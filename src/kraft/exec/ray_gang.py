@@ -29,13 +29,14 @@ INFEASIBLE = 3
 
 
 @ray.remote(num_cpus=0)
-def run_rank(argv: list[str], env: dict[str, str]) -> int:
+def run_rank(argv: list[str], env: dict[str, str], cwd: str | None = None) -> int:
     # the worker's stdout is a file Ray streams back to the driver, hence to the job's log;
     # of the worker's own environment (Ray's settings) only the allow-list and Ray's GPUs
     from kraft.exec.identity import INHERITED
 
     keep = {k: os.environ[k] for k in (*INHERITED, "CUDA_VISIBLE_DEVICES") if k in os.environ}
-    return subprocess.run(argv, env={**keep, **env}, stderr=subprocess.STDOUT).returncode
+    return subprocess.run(argv, env={**keep, **env}, cwd=cwd,
+                          stderr=subprocess.STDOUT).returncode
 
 
 def feasible(bundles: list[tuple[str, int]]) -> str | None:
@@ -79,7 +80,7 @@ def main(argv: list[str]) -> int:
     ray.get(pg.ready())
     refs += [run_rank.options(
         num_gpus=g, scheduling_strategy=PlacementGroupSchedulingStrategy(
-            pg, placement_group_bundle_index=i)).remote(cmd, envs[i])
+            pg, placement_group_bundle_index=i)).remote(cmd, envs[i], opts.get("--cwd"))
         for i, (_, g) in enumerate(bundles)]
     codes = ray.get(refs)
     return next((c for c in codes if c != 0), 0)

@@ -38,7 +38,8 @@ def make_executor(cluster: ClusterState, work_dir: Path,
                 raise ValueError(f"site {site.name}: executor ray needs an address "
                                  f"(the Ray dashboard URL, e.g. http://127.0.0.1:8265)")
             try:
-                by_site[site.name] = RayExecutor(work_dir, spec.address, names)
+                by_site[site.name] = RayExecutor(work_dir, spec.address, names,
+                                                 isolation=isolation)
             except Exception as e:  # unreachable, wrong version: say so, no traceback
                 raise ValueError(f"site {site.name}: Ray at {spec.address}: {e}") from e
     if len(by_site) == 1:

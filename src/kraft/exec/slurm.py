@@ -27,7 +27,15 @@ from pathlib import Path
 
 from kraft.exec import runner
 from kraft.exec.base import ExitFiles, Rank, RunRequest, RunStatus, launcher_env
-from kraft.exec.identity import SAFE_PATH, Account, job_env, resolve_account, work_dir
+from kraft.exec.identity import (
+    SAFE_PATH,
+    Account,
+    IsolationError,
+    job_env,
+    reachable,
+    resolve_account,
+    work_dir,
+)
 
 LIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
         "RESIZING", "SIGNALING", "STAGE_OUT"}
@@ -108,6 +116,11 @@ class SlurmExecutor(ExitFiles):
         job_dir = self.work_dir / "slurm" / str(req.job_id)
         job_dir.mkdir(mode=0o700, exist_ok=True)
         os.chown(job_dir, account.uid, account.gid)
+        for d in (home, job_dir):  # Slurm runs the job as the account: no sandbox to bind
+            if why := reachable(d, account):
+                raise IsolationError(f"account {account.user} cannot reach {d}: {why} is "
+                                     f"closed to it (put --data-dir/--work-dir where job "
+                                     f"accounts may pass, e.g. /var/lib/kraft)")
         args = [f"--uid={account.uid}", f"--gid={account.gid}", f"--chdir={home}"]
         if ident.slurm_account:
             args.append(f"--account={ident.slurm_account}")
