@@ -120,8 +120,8 @@ def serve(engine, tmp_path):
         return httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10,
                             headers={"Authorization": f"Bearer {token}"})
 
-    def server():
-        servers.append(start_server(home, port, None, fleet=fleet))
+    def server(*extra):
+        servers.append(start_server(home, port, None, fleet=fleet, extra=extra))
         return servers[-1]
 
     yield tenant, server, live, home
@@ -209,3 +209,50 @@ def test_sigkill_of_the_control_plane_keeps_engine_jobs_once(serve, tmp_path):
     assert sorted(mark.read_text().split()) == ["start-0", "start-1"], "ran twice"
     details = [e["detail"] for e in a.get(f"/v1/jobs/{job_id}/events").json()]
     assert any("re-adopted" in d for d in details)
+
+
+@pytest.mark.parametrize("engine", ["slurm"], indirect=True)  # Ray stops drivers itself
+@pytest.mark.parametrize("how", ["cancel", "preemption"])
+def test_a_job_that_ignores_sigterm_is_gone_after_the_grace_period(serve, how):
+    """On Slurm too: the runner (the batch script) gets SIGTERM, passes it to every process
+    of the job, SIGKILLs them after Kraft's grace period; the GPUs go on only then."""
+    tenant, server, live, home = serve
+    cheap = tenant("cheap", "--tier", "spot")
+    lab = tenant("lab", "--tier", "reserved", "--reserved-gpus", "8")
+    server("--grace-s", "2")
+    stubborn = ("trap '' TERM; (trap '' TERM; setsid sleep 600 & wait) & "
+                "while true; do date +%s.%N > alive-$RANK; sleep 0.02; done")
+    job_id = cheap.post("/v1/jobs", json={"gpus": 8, "command": ["bash", "-c", stubborn]}
+                        ).json()["id"]
+    wait(cheap, job_id, {"running"})
+
+    def procs():
+        out = subprocess.run(["pgrep", "-u", "kraft-cheap"], capture_output=True, text=True)
+        return out.stdout.split()
+    deadline = time.time() + 20
+    while len(procs()) < 6 and time.time() < deadline:  # 2 ranks x (runner, bash, subshell)
+        time.sleep(0.05)
+    assert len(procs()) >= 6, procs()
+    if how == "cancel":
+        cheap.post(f"/v1/jobs/{job_id}/cancel")
+    else:
+        lab_id = lab.post("/v1/jobs", json={"gpus": 8, "command": [
+            "bash", "-c", "date +%s.%N > started-$RANK"]}).json()["id"]
+    stopped_at = None
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        state = cheap.get(f"/v1/jobs/{job_id}").json()["state"]
+        if stopped_at is None and state in ("cancelled", "admitted", "preempted"):
+            stopped_at = time.time()
+        if stopped_at is not None and not procs():
+            break
+        time.sleep(0.02)
+    assert stopped_at is not None and not procs(), (how, procs())
+    assert time.time() - stopped_at <= 3.0, f"{how}: alive {time.time() - stopped_at:.1f} s"
+    if how == "preemption":
+        assert wait(lab, lab_id, {"succeeded", "failed"}, timeout=60)["state"] == "succeeded"
+        work = home / "work"
+        last_alive = max(float((work / "cheap" / f"alive-{r}").read_text()) for r in (0, 1))
+        started = min(float((work / "lab" / f"started-{r}").read_text()) for r in (0, 1))
+        assert started > last_alive, "the preempted job's GPUs were in use by two jobs"
+        cheap.post(f"/v1/jobs/{job_id}/cancel")

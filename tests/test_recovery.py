@@ -198,3 +198,79 @@ def test_serve_stops_when_its_loop_process_dies(live):
     os.kill(loops[0], signal.SIGKILL)
     assert proc.wait(timeout=15) is not None
     assert b"the scheduling loop exited" in proc.stdout.read()
+
+
+def test_a_gang_whose_rank_vanishes_ends_whole(live):
+    """All or nothing in life as at start: a rank gone without an exit status (its host
+    died, say) ends the attempt, and the other rank is stopped, not left running."""
+    server, client, _, _, _ = live
+    server()
+    a = client.post("/v1/jobs", json={"gpus": 8, "command": ["sleep", "600"]}).json()["id"]
+    job = wait(client, a, {"running"})
+    deadline = time.time() + 10
+    while not all(p.get("pid") for p in job["placement"]) and time.time() < deadline:
+        time.sleep(0.05)
+        job = client.get(f"/v1/jobs/{a}").json()
+    r0, r1 = (p["pid"] for p in job["placement"])
+    while len(descendants(r0)) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    rank0 = [r0, *descendants(r0)]
+    for pid in [*descendants(r1), r1]:
+        os.kill(pid, signal.SIGKILL)
+    done = wait(client, a, {"failed", "succeeded", "preempted", "admitted"})
+    assert done["state"] == "failed" and "rank vanished" in done["reason"], done
+    deadline = time.time() + 5
+    while any(Path(f"/proc/{p}").exists() for p in rank0) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{p}").exists() for p in rank0), "rank 0 was left running"
+
+
+def test_a_crash_between_two_ranks_starts_runs_no_rank_twice(tmp_path, monkeypatch):
+    """The service dies after starting rank 0 of a gang and before rank 1: the next start
+    launches rank 1 only, for the same attempt; rank 0 is never run again."""
+    from kraft.control.api import add_tenant
+    from kraft.control.service import ControlPlane
+    from kraft.control.store import JobRow, make_engine, migrate, sessions
+    from kraft.exec.local import LocalExecutor
+    from kraft.spec.load import load_fleet
+    from kraft.spec.models import JobSpec, TenantSpec
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'kraft.db'}")
+    migrate(engine)
+    mark = tmp_path / "marks"
+    spec = JobSpec(tenant="a", gpus=8, command=[
+        "bash", "-c", f"echo $KRAFT_JOB_ID $KRAFT_ATTEMPT $RANK >> {mark}"])
+    with sessions(engine)() as s:
+        add_tenant(s, TenantSpec(name="a"))
+        s.add(JobRow(tenant="a", name="gang", spec=spec.model_dump(mode="json"),
+                     state="pending", reason="", attempt=0, submitted_s=time.time()))
+        s.commit()
+
+    class Crash(BaseException):
+        pass
+    start = LocalExecutor.start
+
+    def start_rank0_then_die(self, req, only=None):
+        if only is None:
+            start(self, req, only=[0])
+            raise Crash
+        return start(self, req, only)
+    monkeypatch.setattr(LocalExecutor, "start", start_rank0_then_die)
+    plane = ControlPlane(load_fleet("local"), engine, LocalExecutor(tmp_path / "runs"))
+    plane.recover(time.time())
+    with pytest.raises(Crash):
+        for _ in range(100):
+            plane.step()
+    monkeypatch.undo()
+    again = ControlPlane(load_fleet("local"), engine, LocalExecutor(tmp_path / "runs"))
+    again.recover(time.time())
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        again.step()
+        with sessions(engine)() as s:
+            row = s.get(JobRow, 1)
+        if row.state in ("succeeded", "failed"):
+            break
+        time.sleep(0.05)
+    assert row.state == "succeeded" and row.attempt == 1, (row.state, row.reason)
+    assert sorted(mark.read_text().splitlines()) == ["1 1 0", "1 1 1"]
