@@ -40,3 +40,22 @@ def db_url(request, tmp_path):
     url = _postgres_url()
     yield url
     _drop(url)
+
+
+def _kraft_accounts() -> set[str]:
+    import pwd
+
+    return {p.pw_name for p in pwd.getpwall() if p.pw_name.startswith("kraft-")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_accounts_made_here():
+    """A root `kraft serve` makes an account per tenant (kraft-<tenant>); the ones this test
+    session made are removed at its end, so the machine is left as it was."""
+    before = _kraft_accounts()
+    yield
+    if os.geteuid() == 0:
+        import subprocess
+
+        for name in sorted(_kraft_accounts() - before):
+            subprocess.run(["userdel", name], capture_output=True)

@@ -215,7 +215,6 @@ def test_no_taking_a_replicas_port(site):
     alice.delete("/v1/services/chat")
 
 
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the loop's rule, not the DB's
 @pytest.mark.parametrize("how", ["cancel", "time limit", "preemption"])
 def test_a_job_that_ignores_sigterm_is_gone_after_the_grace_period(site, how):
     """Stop means stopped: SIGTERM to every process of the job, SIGKILL after the grace

@@ -110,3 +110,21 @@ sites:
     msg = str(e.value)
     assert str(p) in msg
     assert "sites.0.pods.0.nodes.0.gpu: unknown field; allowed: count, gpus, model" in msg
+
+
+def test_hostile_spec_files_end_with_a_clear_error(tmp_path):
+    """Not UTF-8, nested 10,000 deep, a billion nodes, megabytes: the file and what is wrong,
+    with bounded memory."""
+    cases = {"latin1.yaml": ("name: caf\xe9\n".encode("latin-1"), "not UTF-8"),
+             "deep.yaml": (b"name: " + b"[" * 10000 + b"]" * 10000 + b"\n", "nested too deeply"),
+             "huge.yaml": (b"name: x\n" + b"#" * (5 << 20), "over 4 MiB"),
+             "billion.yaml": (b"name: x\nsites: [{name: s, country: 'NO', jurisdiction: EEA, "
+                              b"grid_zone: NO-NO1, it_power_budget_mw: 1, pods: [{name: p, "
+                              b"count: 100000, nodes: [{count: 100000, gpus: 8, "
+                              b"model: H100-SXM}]}]}]\n", "at most 1,000,000")}
+    for name, (data, said) in cases.items():
+        p = tmp_path / name
+        p.write_bytes(data)
+        with pytest.raises(SpecError) as e:
+            load_fleet(str(p))
+        assert str(p) in str(e.value) and said in str(e.value), (name, str(e.value))

@@ -241,12 +241,13 @@ def tenant_create(
 
 
 @tenant_app.command("list")
-def tenant_list(data_dir: DataDir = DEFAULT_HOME, db: Db = None) -> None:
+def tenant_list(data_dir: DataDir = DEFAULT_HOME, db: Db = None, db_file: DbFile = None
+                ) -> None:
     from sqlalchemy import select
 
     from kraft.control.store import TenantRow, TokenRow, sessions
 
-    with sessions(_engine(data_dir, db))() as s:
+    with sessions(_engine(data_dir, db, db_file))() as s:
         table = Table("tenant", "tier", "reserved", "quota", "tokens (id, revoked)")
         for t in s.scalars(select(TenantRow).order_by(TenantRow.name)):
             toks = s.scalars(select(TokenRow).where(TokenRow.tenant == t.name))
@@ -257,11 +258,12 @@ def tenant_list(data_dir: DataDir = DEFAULT_HOME, db: Db = None) -> None:
 
 
 @tenant_app.command("revoke")
-def token_revoke(token_id: int, data_dir: DataDir = DEFAULT_HOME, db: Db = None) -> None:
+def token_revoke(token_id: int, data_dir: DataDir = DEFAULT_HOME, db: Db = None,
+                 db_file: DbFile = None) -> None:
     """Revoke a token: it stops working at once."""
     from kraft.control.store import AuditRow, TokenRow, sessions
 
-    with sessions(_engine(data_dir, db))() as s:
+    with sessions(_engine(data_dir, db, db_file))() as s:
         row = s.get(TokenRow, token_id)
         if row is None:
             _fail(f"no token {token_id}")
@@ -273,13 +275,14 @@ def token_revoke(token_id: int, data_dir: DataDir = DEFAULT_HOME, db: Db = None)
 
 
 @admin_app.command("audit")
-def audit(data_dir: DataDir = DEFAULT_HOME, db: Db = None, limit: int = 50) -> None:
+def audit(data_dir: DataDir = DEFAULT_HOME, db: Db = None, db_file: DbFile = None,
+          limit: int = 50) -> None:
     """The append-only audit log, newest first."""
     from sqlalchemy import select
 
     from kraft.control.store import AuditRow, as_utc, sessions
 
-    with sessions(_engine(data_dir, db))() as s:
+    with sessions(_engine(data_dir, db, db_file))() as s:
         table = Table("at (UTC)", "actor", "action", "target", "address")
         for r in s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)):
             table.add_row(as_utc(r.at).strftime("%Y-%m-%d %H:%M:%S"), Text(r.actor),

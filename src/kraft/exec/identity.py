@@ -172,7 +172,10 @@ def sandbox_argv(home: Path, paths: tuple[str, ...] | list[str], devices: list[s
             argv += ["--ro-bind", d, d]
     argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for dev in devices:
-        argv += ["--dev-bind", dev, dev] if Path(dev).exists() else []
+        if Path(dev).exists():
+            if not dev.startswith("/dev/"):
+                _with_parents(Path(dev), made, argv)
+            argv += ["--dev-bind", dev, dev]
     for d in python_dirs():
         if not any(str(d) == s or str(d).startswith(s + "/") for s in SYSTEM_DIRS):
             _with_parents(d, made, argv)

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from kraft.exec.base import ExitFiles, Rank, RunRequest, RunStatus, launcher_env
@@ -75,6 +76,7 @@ class LocalExecutor(ExitFiles):
     def start(self, req: RunRequest, only: list[int] | None = None) -> list[int]:
         args, home, account = self._identity_args(req)
         pids: list[int] = []
+        procs: list[subprocess.Popen] = []
         try:
             for rank in range(len(req.ranks)) if only is None else only:
                 r = req.ranks[rank]
@@ -91,9 +93,11 @@ class LocalExecutor(ExitFiles):
                                             stdin=subprocess.DEVNULL, start_new_session=True)
                 finally:
                     os.close(log)
+                procs.append(proc)
                 pids.append(proc.pid)
         except Exception:  # all or nothing: stop the ranks already started
-            self.kill(req, pids)
+            for proc in procs:
+                _kill_new(proc, req.grace_s)
             raise
         return pids
 
@@ -144,6 +148,30 @@ class LocalExecutor(ExitFiles):
         want = self.runner_argv(req, 0, "")[1:9]
         want[-1] = str(self.exit_file(req.job_id, req.attempt, 0))[:-1]  # any rank
         return _alive(pid, [w.encode() for w in want])
+
+
+def _kill_new(proc: subprocess.Popen, grace_s: float) -> None:
+    """Stop a runner just started, and all it started. Once it is past exec a SIGTERM reaches
+    it (before exec it would be lost): it then dies at once if it has started nothing, or
+    stops its job as for a cancel; SIGKILL to its tree if it is still there after the grace."""
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if b"kraft.exec.runner" in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+                break
+        except OSError:
+            break
+        time.sleep(0.005)
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s + 2)
+    except subprocess.TimeoutExpired:
+        for p in [*descendants(proc.pid), proc.pid]:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait()
 
 
 def _runners(work_dir: Path) -> dict[tuple[int, int], dict[int, int]]:
