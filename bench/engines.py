@@ -59,7 +59,7 @@ def main() -> None:
         starts.append(time.perf_counter() - t0)
         t1 = time.perf_counter()
         executor.stop(req, handles)
-        while executor.find(req):  # the engine still holds the attempt
+        while executor.status(req, handles).alive:  # some process of the attempt lives
             time.sleep(0.002)
         frees.append(time.perf_counter() - t1)
 

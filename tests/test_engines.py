@@ -221,7 +221,7 @@ def test_a_job_that_ignores_sigterm_is_gone_after_the_grace_period(serve, how):
     lab = tenant("lab", "--tier", "reserved", "--reserved-gpus", "8")
     server("--grace-s", "2")
     stubborn = ("trap '' TERM; (trap '' TERM; setsid sleep 600 & wait) & "
-                "while true; do date +%s.%N > alive-$RANK; sleep 0.02; done")
+                "while true; do date +%s.%N > alive-$KRAFT_ATTEMPT-$RANK; sleep 0.02; done")
     job_id = cheap.post("/v1/jobs", json={"gpus": 8, "command": ["bash", "-c", stubborn]}
                         ).json()["id"]
     wait(cheap, job_id, {"running"})
@@ -252,7 +252,7 @@ def test_a_job_that_ignores_sigterm_is_gone_after_the_grace_period(serve, how):
     if how == "preemption":
         assert wait(lab, lab_id, {"succeeded", "failed"}, timeout=60)["state"] == "succeeded"
         work = home / "work"
-        last_alive = max(float((work / "cheap" / f"alive-{r}").read_text()) for r in (0, 1))
+        last_alive = max(float((work / "cheap" / f"alive-1-{r}").read_text()) for r in (0, 1))
         started = min(float((work / "lab" / f"started-{r}").read_text()) for r in (0, 1))
         assert started > last_alive, "the preempted job's GPUs were in use by two jobs"
         cheap.post(f"/v1/jobs/{job_id}/cancel")

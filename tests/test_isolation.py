@@ -17,6 +17,7 @@ import httpx
 import pytest
 from test_recovery import free_port, kraft, start_server, wait
 
+from kraft.exec.local import listening_inodes
 from kraft.exec.runner import descendants
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="SKIPPED: isolation needs a root "
@@ -191,8 +192,11 @@ def test_no_taking_a_replicas_port(site):
     alice = site.clients["alice"]
     service = {"name": "chat", "model": "llama-3.1-8b", "gpu": "H100-SXM", "tp": 1,
                "slo": {"ttft_ms": 5000, "tpot_ms": 500}, "replicas": {"min": 1, "max": 1},
-               "command": ["bash", "-c", "sleep 2; exec " + sys.executable
-                           + " -m kraft.infer.standin --prefill-ms 5 --tpot-ms 5"]}
+               # slow to load: it binds its port once the test says "go" (the squatter holds
+               # it by then)
+               "command": ["bash", "-c", "while [ ! -f go ]; do sleep 0.05; done; exec "
+                           + sys.executable + " -m kraft.infer.standin --prefill-ms 5 "
+                           "--tpot-ms 5"]}
     assert alice.post("/v1/services", json=service).status_code == 201
     deadline = time.time() + 30
     port = None
@@ -203,6 +207,11 @@ def test_no_taking_a_replicas_port(site):
         time.sleep(0.05)
     assert port, "alice's replica did not start"
     squat.write_text(str(port))
+    deadline = time.time() + 30
+    while not listening_inodes(port) and time.time() < deadline:
+        time.sleep(0.05)
+    assert listening_inodes(port), "the squatter did not take the port"
+    (site.work("alice") / "go").touch()
     body = {"model": "chat", "prompt": "alice's private prompt", "max_tokens": 4}
     r = alice.post("/v1/completions", json=body, timeout=90)
     assert r.status_code == 200, r.text
@@ -221,12 +230,15 @@ def test_a_job_that_ignores_sigterm_is_gone_after_the_grace_period(site, how):
     period, then its GPUs go on, never to two jobs at once."""
     c = site.clients["mallory"]
     stubborn = ("trap '' TERM; (trap '' TERM; setsid sleep 600 & wait) & "
-                "while true; do date +%s.%N > alive; sleep 0.02; done")
+                "while true; do date +%s.%N > alive-$KRAFT_ATTEMPT; sleep 0.02; done")
     limit = {"time_limit_s": 2} if how == "time limit" else {}
     job_id = site.submit("mallory", stubborn, gpus=8, **limit)
     job = wait(c, job_id, {"running"})
-    runner = job["placement"][0]["pid"]
     deadline = time.time() + 10
+    while "pid" not in job["placement"][0] and time.time() < deadline:  # written after start
+        time.sleep(0.02)
+        job = c.get(f"/v1/jobs/{job_id}").json()
+    runner = job["placement"][0]["pid"]
     while len(descendants(runner)) < 3 and time.time() < deadline:
         time.sleep(0.05)
     tree = [runner, *descendants(runner)]
@@ -249,7 +261,7 @@ def test_a_job_that_ignores_sigterm_is_gone_after_the_grace_period(site, how):
     if how == "preemption":
         lab_job = wait(site.clients["lab"], lab, {"succeeded", "failed"}, timeout=30)
         assert lab_job["state"] == "succeeded"
-        last_alive = float((site.work("mallory") / "alive").read_text())
+        last_alive = float((site.work("mallory") / "alive-1").read_text())  # the 1st attempt
         started = float((site.work("lab") / "started").read_text())
         assert started > last_alive, "the preempted job's GPUs were in use by two jobs"
         assert c.post(f"/v1/jobs/{job_id}/cancel").status_code == 202

@@ -230,7 +230,7 @@ def test_a_crash_between_two_ranks_starts_runs_no_rank_twice(tmp_path, monkeypat
     launches rank 1 only, for the same attempt; rank 0 is never run again."""
     from kraft.control.api import add_tenant
     from kraft.control.service import ControlPlane
-    from kraft.control.store import JobRow, make_engine, migrate, sessions
+    from kraft.control.store import EventRow, JobRow, make_engine, migrate, sessions
     from kraft.exec.local import LocalExecutor
     from kraft.spec.load import load_fleet
     from kraft.spec.models import JobSpec, TenantSpec
@@ -272,5 +272,7 @@ def test_a_crash_between_two_ranks_starts_runs_no_rank_twice(tmp_path, monkeypat
         if row.state in ("succeeded", "failed"):
             break
         time.sleep(0.05)
-    assert row.state == "succeeded" and row.attempt == 1, (row.state, row.reason)
+    with sessions(engine)() as s:
+        events = [(e.to_state, e.detail) for e in s.query(EventRow).order_by(EventRow.id)]
+    assert row.state == "succeeded" and row.attempt == 1, events
     assert sorted(mark.read_text().splitlines()) == ["1 1 0", "1 1 1"]
