@@ -118,3 +118,23 @@ def test_no_password_on_the_command_line(tmp_path):
     file = subprocess.run([*args, "--db-file", str(f)], capture_output=True, text=True)
     assert file.returncode == 2 and "Connection refused" in file.stderr, file.stderr
     assert not re.search("s3cret", said.stderr + env.stderr + file.stderr)
+
+
+def test_a_process_the_job_starts_after_the_stop_gets_sigterm_too(tmp_path):
+    """The stop must reach processes that did not exist yet when it came (a job still setting
+    up, or a sandbox not yet up, when it is cancelled): otherwise they run on until the grace
+    period ends. Here the job ignores SIGTERM for its first 0.5 s, then starts a worker."""
+    job = ("import os, signal, subprocess, time\n"
+           "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(0.5)\n"
+           "signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
+           "subprocess.run(['sleep', '600'])\n")
+    exit_file = tmp_path / "exit"
+    runner = subprocess.Popen([sys.executable, "-m", "kraft.exec.runner", "--job-id", "1",
+                               "--attempt", "1", "--exit-file", str(exit_file), "--grace-s",
+                               "10", "--", sys.executable, "-c", job])
+    time.sleep(0.3)  # the runner is up, the job ignores SIGTERM, its worker is not there yet
+    t0 = time.time()
+    runner.send_signal(15)
+    runner.wait(timeout=20)
+    assert time.time() - t0 < 3, "a process started after the stop ran on to the grace's end"
+    assert exit_file.exists()

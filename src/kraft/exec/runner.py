@@ -58,19 +58,21 @@ def _is_sandbox(pid: int) -> bool:
         return False
 
 
-def signal_job(signum: int) -> int:
-    """Send `signum` to every process of the job; returns how many got it. SIGTERM spares
-    bubblewrap's own processes (they would tear the sandbox down without a grace period)."""
-    n = 0
+def signal_job(signum: int, done: set[int] | None = None) -> None:
+    """Send `signum` to every process of the job not in `done` (and add them there). SIGTERM
+    spares bubblewrap's own processes (they would tear the sandbox down without a grace
+    period)."""
     for pid in descendants(os.getpid()):
+        if done is not None and pid in done:
+            continue
         if signum == signal.SIGTERM and _is_sandbox(pid):
             continue
         try:
             os.kill(pid, signum)
-            n += 1
         except ProcessLookupError:
-            pass
-    return n
+            continue
+        if done is not None:
+            done.add(pid)
 
 
 def reap_all() -> None:
@@ -138,11 +140,10 @@ def main(argv: list[str]) -> int:
         print(f"kraft: cannot start {cmd[0]!r}: {e.strerror or e}", flush=True)
         code = 127
     else:
-        termed = False
+        termed: set[int] = set()
         while (code := child.poll()) is None:
-            if stop_at and not termed:
-                signal_job(signal.SIGTERM)
-                termed = True
+            if stop_at:  # again each round: a process started after the stop gets it too
+                signal_job(signal.SIGTERM, termed)
             if stop_at and time.monotonic() - stop_at[0] >= grace_s:
                 signal_job(signal.SIGKILL)
             time.sleep(0.02)

@@ -56,7 +56,7 @@ def _run(argv: list[str], env_fd: int | None = None) -> str:
     except (OSError, subprocess.TimeoutExpired) as e:
         raise SlurmError(f"{argv[0]}: {e}") from e
     if out.returncode != 0:
-        raise SlurmError(f"{shlex.join(argv)}: {out.stderr.strip() or out.stdout.strip()}")
+        raise SlurmError(f"{shlex.join(argv)}: {out.stderr.strip() or out.stdout.strip() or f'exit {out.returncode}'}")
     return out.stdout
 
 
@@ -181,6 +181,19 @@ class SlurmExecutor(ExitFiles):
             self.stop(req, handles)
         return status
 
+    @staticmethod
+    def _scancel(*args: str) -> None:
+        """scancel, where a job that ended meanwhile is no error. A signal that did not go
+        through (scancel fails, without a word, when the job ends as it answers) is not one
+        either: the loop sends the stop again each second until the attempt is gone, and
+        SIGKILLs it past its grace period."""
+        try:
+            _run(["scancel", *args])
+        except SlurmError as e:
+            signal_only = any(a.startswith("--signal") for a in args)
+            if not (signal_only or "Invalid job id" in str(e) or "already completing" in str(e)):
+                raise
+
     def stop(self, req: RunRequest, handles: list[int]) -> None:
         """SIGTERM to each rank's runner (the batch script), which stops the job's processes
         and SIGKILLs them after the grace period; a rank still pending is cancelled."""
@@ -188,15 +201,15 @@ class SlurmExecutor(ExitFiles):
         running = [str(i) for i, st in states.items() if st == "RUNNING"]
         waiting = [str(i) for i, st in states.items() if st in LIVE and st != "RUNNING"]
         if running:
-            _run(["scancel", "--signal=TERM", "--batch", *running])
+            self._scancel("--signal=TERM", "--batch", *running)
         if waiting:  # not started, or its script not yet there: nothing to give a grace to
-            _run(["scancel", *waiting])
+            self._scancel(*waiting)
 
     def kill(self, req: RunRequest, handles: list[int]) -> None:
         ids = [str(h) for h in handles if h is not None]
         if ids:
-            _run(["scancel", "--signal=KILL", "--full", *ids])
-            _run(["scancel", *ids])
+            self._scancel("--signal=KILL", "--full", *ids)
+            self._scancel(*ids)
 
     def _kraft_jobs(self) -> dict[tuple[int, int], dict[int, int]]:
         """Every live Kraft rank in Slurm, by (job, attempt) and rank: one squeue."""
