@@ -42,6 +42,17 @@ def db_url(request, tmp_path):
     _drop(url)
 
 
+@pytest.fixture(autouse=True)
+def keep_the_umask():
+    """`kraft serve` and `kraft admin` set their process's umask to 077 (Kraft's state is
+    private); run in-process by a test (typer's CliRunner), that must not leak into the
+    files later tests write for their jobs to read."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    yield
+    os.umask(mask)
+
+
 def _kraft_accounts() -> set[str]:
     import pwd
 

@@ -212,7 +212,7 @@ def test_sigkill_of_the_control_plane_keeps_engine_jobs_once(serve, tmp_path):
 
 
 @pytest.mark.parametrize("engine", ["slurm"], indirect=True)  # Ray stops drivers itself
-@pytest.mark.parametrize("how", ["cancel", "preemption"])
+@pytest.mark.parametrize("how", ["cancel", "time limit", "preemption"])
 def test_a_job_that_ignores_sigterm_is_gone_after_the_grace_period(serve, how):
     """On Slurm too: the runner (the batch script) gets SIGTERM, passes it to every process
     of the job, SIGKILLs them after Kraft's grace period; the GPUs go on only then."""
@@ -222,8 +222,9 @@ def test_a_job_that_ignores_sigterm_is_gone_after_the_grace_period(serve, how):
     server("--grace-s", "2")
     stubborn = ("trap '' TERM; (trap '' TERM; setsid sleep 600 & wait) & "
                 "while true; do date +%s.%N > alive-$KRAFT_ATTEMPT-$RANK; sleep 0.02; done")
-    job_id = cheap.post("/v1/jobs", json={"gpus": 8, "command": ["bash", "-c", stubborn]}
-                        ).json()["id"]
+    limit = {"time_limit_s": 3} if how == "time limit" else {}
+    job_id = cheap.post("/v1/jobs", json={"gpus": 8, "command": ["bash", "-c", stubborn],
+                                          **limit}).json()["id"]
     wait(cheap, job_id, {"running"})
 
     def procs():
@@ -242,7 +243,7 @@ def test_a_job_that_ignores_sigterm_is_gone_after_the_grace_period(serve, how):
     deadline = time.time() + 30
     while time.time() < deadline:
         state = cheap.get(f"/v1/jobs/{job_id}").json()["state"]
-        if stopped_at is None and state in ("cancelled", "admitted", "preempted"):
+        if stopped_at is None and state in ("cancelled", "failed", "admitted", "preempted"):
             stopped_at = time.time()
         if stopped_at is not None and not procs():
             break

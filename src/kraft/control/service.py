@@ -262,6 +262,9 @@ class ControlPlane:
             self._move(s, row, "succeeded" if status.exit_code == 0 else "failed",
                        f"ended while the control plane was down (exit {status.exit_code})")
         else:
+            log.warning("job %s attempt %s: vanished at recovery (handles %s, started %s)",
+                        row.id, row.attempt, handles,
+                        [self.executor.started(req, r) for r in range(len(req.ranks))])
             self._move(s, row, "preempted", "its processes vanished: requeued")
             self._admit(s, row, job, now, recovered=True)
 

@@ -199,16 +199,22 @@ def _alive(pid: int, want: list[bytes]) -> bool:
     """True if `pid` runs `python` + `want` (not a recycled pid), and is not a zombie; the last
     item of `want` is a prefix (the exit file without its rank)."""
     try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    if stat.rsplit(")", 1)[1].split()[0] == "Z":
+    state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+    if state == "Z":
         try:
             os.waitpid(pid, os.WNOHANG)  # reap our own child
         except ChildProcessError:
             pass
         return False
+    if not raw and int(ppid) == os.getpid():
+        # Our child just past exec: the kernel closes the exec pipe (and Popen returns)
+        # before it sets the new argv, so for a moment the command line reads empty.
+        return True
+    cmd = raw.split(b"\0")
     args = cmd[1:1 + len(want)]
     return len(args) == len(want) and args[:-1] == want[:-1] and args[-1].startswith(want[-1])
 

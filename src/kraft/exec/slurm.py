@@ -56,7 +56,8 @@ def _run(argv: list[str], env_fd: int | None = None) -> str:
     except (OSError, subprocess.TimeoutExpired) as e:
         raise SlurmError(f"{argv[0]}: {e}") from e
     if out.returncode != 0:
-        raise SlurmError(f"{shlex.join(argv)}: {out.stderr.strip() or out.stdout.strip() or f'exit {out.returncode}'}")
+        said = out.stderr.strip() or out.stdout.strip() or f"exit {out.returncode}"
+        raise SlurmError(f"{shlex.join(argv)}: {said}")
     return out.stdout
 
 
