@@ -158,10 +158,14 @@ def test_cancel_frees_the_gpus(serve):
     tenant, server, live, home = serve
     a = tenant("acme")
     server()
-    job_id = a.post("/v1/jobs", json={"gpus": 8, "command": ["sleep", "300"]}).json()["id"]
+    job_id = a.post("/v1/jobs", json={"gpus": 8, "command": [
+        "bash", "-c", "touch started-$RANK; sleep 300"]}).json()["id"]
     wait(a, job_id, {"running"})
-    deadline = time.time() + 20
-    while not live() and time.time() < deadline:
+    deadline = time.time() + 30
+    # cancelled once both ranks run: a Ray driver stopped while it is still connecting can
+    # leave its placement group behind (docs/engines.md, "Not yet")
+    while not all((home / "work" / "acme" / f"started-{r}").exists() for r in (0, 1)) \
+            and time.time() < deadline:
         time.sleep(0.1)
     assert live(), "the engine does not hold the job"
     a.post(f"/v1/jobs/{job_id}/cancel")
@@ -182,6 +186,11 @@ def test_reserved_arrival_preempts_spot(serve, tmp_path):
     spot_id = spot.post("/v1/jobs", json={"gpus": 8, "command": [
         "bash", "-c", "echo $RANK >> spot-starts; sleep 3"]}).json()["id"]
     wait(spot, spot_id, {"running"})
+    marks = home / "work" / "cheap" / "spot-starts"
+    deadline = time.time() + 30  # preempted once it runs (see test_cancel_frees_the_gpus)
+    while len(marks.read_text().split() if marks.exists() else []) < 2 \
+            and time.time() < deadline:
+        time.sleep(0.1)
     lab_id = lab.post("/v1/jobs", json={"gpus": 4, "command": ["sleep", "1"]}).json()["id"]
     assert wait(lab, lab_id, {"succeeded", "failed"})["state"] == "succeeded"
     done = wait(spot, spot_id, {"succeeded", "failed"}, timeout=60)

@@ -10,8 +10,13 @@ state=$(mkdir -p "$1" && cd "$1" && pwd)
 host=$(hostname -s)
 user=$(id -un)
 mkdir -p "$state"/{munge,ctld,dev,log}
+# Jobs run as their tenants' accounts: they must pass through to their batch scripts in the
+# nodes' spool folders, as through /var/spool/slurmd on a real node (a mktemp folder is 0700).
+chmod 0755 "$state"
+chmod 0700 "$state/munge"
 for n in 1 2; do
   mkdir -p "$state/node$n"
+  chmod 0755 "$state/node$n"
   for g in 0 1 2 3; do [ -e "$state/dev/node${n}gpu$g" ] || mknod "$state/dev/node${n}gpu$g" c 1 3; done
 done
 

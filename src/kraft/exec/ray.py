@@ -39,6 +39,7 @@ class RayExecutor(ExitFiles):
         self.node_names = node_names or {}  # Kraft node name -> the Ray node's resource name
         self.python = python  # on the Ray head: an interpreter with Kraft installed
         self.logged_at: dict[str, float] = {}
+        self.stopped: set[str] = set()  # submission ids asked to stop
         # Job ids restart at 1 in every Kraft deployment; submission ids must not collide on
         # a shared Ray cluster: a random name per work folder, kept across restarts.
         name_file = self.work_dir / "ray-deployment"
@@ -95,7 +96,12 @@ class RayExecutor(ExitFiles):
     def stop(self, req: RunRequest, handles: list[int]) -> None:
         # Returns at once: Ray stops the driver (SIGTERM, then SIGKILL after 3 s) and removes
         # its placement group; a job Kraft starts meanwhile on those GPUs waits in Ray for them.
-        self.client.stop_job(self.submission_id(req))
+        # Once only (the loop repeats a stop each second until the attempt is gone): a second
+        # stop_job while the driver cleans up could kill it before it has freed the GPUs.
+        sid = self.submission_id(req)
+        if sid not in self.stopped:
+            self.stopped.add(sid)
+            self.client.stop_job(sid)
 
     def kill(self, req: RunRequest, handles: list[int]) -> None:
         self.client.stop_job(self.submission_id(req))  # Ray SIGKILLs a driver 3 s after

@@ -66,17 +66,20 @@ def main(argv: list[str]) -> int:
     if reason:
         print(f"kraft: infeasible on this Ray cluster: {reason}", flush=True)
         return INFEASIBLE
-    pg = placement_group([{"GPU": g, node: 0.001} for node, g in bundles],
-                         strategy="STRICT_PACK" if len(bundles) == 1 else "STRICT_SPREAD")
     refs: list = []
+    pgs: list = []
 
     def stop(signum, _frame):  # installed after ray.init, which sets a handler of its own
         for ref in refs:
             ray.cancel(ref, force=True)
-        remove_placement_group(pg)
+        for pg in pgs:
+            remove_placement_group(pg)
         os._exit(128 + signum)
 
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, stop)  # before the group exists: a stop never leaks it
+    pg = placement_group([{"GPU": g, node: 0.001} for node, g in bundles],
+                         strategy="STRICT_PACK" if len(bundles) == 1 else "STRICT_SPREAD")
+    pgs.append(pg)
     ray.get(pg.ready())
     refs += [run_rank.options(
         num_gpus=g, scheduling_strategy=PlacementGroupSchedulingStrategy(
