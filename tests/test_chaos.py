@@ -127,7 +127,7 @@ def test_sigkill_twice_under_load_loses_nothing_and_runs_nothing_twice(db_url, t
         assert j["state"] == want, (j, b)
     marks = Counter()
     for who in tokens:
-        path = home / "work" / who / "marks"
+        path = home / "homes" / who / "marks"
         marks.update(tuple(line.split()) for line in path.read_text().splitlines())
     ran_twice = [k for k, n in marks.items() if n > 1]
     assert not ran_twice, f"ranks that ran twice: {ran_twice[:5]}"

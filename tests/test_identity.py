@@ -41,7 +41,7 @@ def _plane(tmp_path, single_user: bool):
                          spec=JobSpec(tenant=name, gpus=1, command=["true"]).model_dump(
                              mode="json"), submitted_s=time.time()))
         s.commit()
-    iso = Isolation(accounts=False, sandbox=False, work_root=tmp_path / "work")
+    iso = Isolation(accounts=False, sandbox=False, work_root=tmp_path / "homes")
     plane = ControlPlane(load_fleet("local"), engine, LocalExecutor(tmp_path / "runs", iso),
                          isolation=iso, single_user=single_user)
     plane.step()
@@ -69,7 +69,7 @@ def test_a_sandboxed_job_sees_only_its_own_gpu_devices(tmp_path):
     for n in (1, 2):
         for g in range(4):  # logical GPUs, as scripts/engines/slurm-up.sh makes them
             subprocess.run(["mknod", str(dev / f"node{n}gpu{g}"), "c", "1", "3"], check=True)
-    iso = Isolation(accounts=True, sandbox=True, work_root=tmp_path / "work")
+    iso = Isolation(accounts=True, sandbox=True, work_root=tmp_path / "homes")
     ex = LocalExecutor(tmp_path / "runs", iso, gpu_devices=str(dev / "{node}gpu{gpu}"),
                        node_names={"pod-n000": "node1", "pod-n001": "node2"})
     req = RunRequest(1, 1, ("bash", "-c", f"ls {dev}; id -un; ls /dev | tr '\\n' ' '"),

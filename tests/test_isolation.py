@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_recovery import free_port, kraft, start_server, wait
+from test_recovery import free_port, kraft, seconds_to_gone, start_server, wait
 
 from kraft.exec.local import listening_inodes
 from kraft.exec.runner import descendants
@@ -61,7 +61,7 @@ class Site:
         return f"[{job['state']}] " + self.clients[who].get(f"/v1/jobs/{job_id}/logs").text
 
     def work(self, tenant: str) -> Path:
-        return self.home / "work" / tenant
+        return self.home / "homes" / tenant
 
     def close(self):
         for c in self.clients.values():
@@ -246,17 +246,7 @@ def test_a_job_that_ignores_sigterm_is_gone_after_the_grace_period(site, how):
         c.post(f"/v1/jobs/{job_id}/cancel")
     elif how == "preemption":
         lab = site.submit("lab", "date +%s.%N > started", gpus=8)
-    stopped_at = None
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        state = c.get(f"/v1/jobs/{job_id}").json()["state"]
-        if stopped_at is None and state in ("cancelled", "failed", "preempted", "admitted"):
-            stopped_at = time.time()
-        if stopped_at is not None and not any(Path(f"/proc/{p}").exists() for p in tree):
-            break
-        time.sleep(0.02)
-    assert stopped_at is not None, f"never stopped ({how})"
-    gone_s = time.time() - stopped_at
+    gone_s = seconds_to_gone(c, job_id, lambda: any(Path(f"/proc/{p}").exists() for p in tree))
     assert gone_s <= GRACE_S + 1.0, f"{how}: alive {gone_s:.1f} s after the stop"
     if how == "preemption":
         lab_job = wait(site.clients["lab"], lab, {"succeeded", "failed"}, timeout=30)

@@ -57,6 +57,21 @@ def wait(client, job_id, states, timeout=30):
     raise AssertionError(f"job {job_id}: {job}")
 
 
+def seconds_to_gone(client, job_id, alive, timeout=30) -> float:
+    """Seconds from a job's stop being on record (cancelled, failed by its time limit, or
+    preempted and queued again) to the moment `alive()` says its last process is gone."""
+    stopped_at = None
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = client.get(f"/v1/jobs/{job_id}").json()["state"]
+        if stopped_at is None and state in ("cancelled", "failed", "preempted", "admitted"):
+            stopped_at = time.time()
+        if stopped_at is not None and not alive():
+            return time.time() - stopped_at
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id}: {'never stopped' if stopped_at is None else 'alive'}")
+
+
 @pytest.fixture
 def live(db_url, tmp_path):
     home = tmp_path / "home"
@@ -84,7 +99,7 @@ def live(db_url, tmp_path):
 def work(tmp: Path, tenant: str = "acme") -> Path:
     """The tenant's work directory under `kraft serve --data-dir tmp/home`: its jobs' cwd
     (a sandboxed job sees no other part of the test's folder)."""
-    return tmp / "home" / "work" / tenant
+    return tmp / "home" / "homes" / tenant
 
 
 def test_sigkill_loses_nothing_and_runs_nothing_twice(live):

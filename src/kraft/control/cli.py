@@ -85,7 +85,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8080,
     work_dir: Annotated[Optional[Path], typer.Option(
-        help="tenants' work directories (default: DATA_DIR/work)")] = None,
+        help="tenants' work directories (default: DATA_DIR/homes)")] = None,
     grace_s: Annotated[float, typer.Option(
         min=0, max=3600, help="cancel, time limit, preemption: SIGTERM, then this long "
                               "(a checkpoint's time), then SIGKILL")] = 30.0,
@@ -108,7 +108,7 @@ def serve(
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True, mode=0o700)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    isolation = Isolation.detect((work_dir or data_dir / "work").absolute(), single_user,
+    isolation = Isolation.detect((work_dir or data_dir / "homes").absolute(), single_user,
                                  sandbox)
     if not isolation.accounts and not single_user:
         err.print("[bold yellow]warning:[/] not root: jobs cannot run as their tenants' own "

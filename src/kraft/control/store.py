@@ -138,7 +138,7 @@ def private_state(data_dir: Path) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o711)
     for p in data_dir.iterdir():
-        if p.name == "work":
+        if p.name == "homes":  # tenants' own folders (kraft.exec.identity.work_dir)
             continue
         if p.is_dir() and not p.is_symlink():
             p.chmod(0o700)
