@@ -150,7 +150,7 @@ def test_gang_runs_with_distinct_gpus(serve):
     ranks = sorted(set(re.findall(r"rank=(\d) node=(\S+) gpus=([\d,]+)",
                                   a.get(f"/v1/jobs/{eight}/logs").text)))
     assert [r for r, _, _ in ranks] == ["0", "1"]  # one rank per node, where Kraft put it
-    assert sorted(n for _, n, _ in ranks) == ["pod-n000", "pod-n001"]
+    assert sorted(n for _, n, _ in ranks) == ["local/pod-n000", "local/pod-n001"]
     assert all(len(set(g.split(","))) == 4 for _, _, g in ranks)
 
 

@@ -71,9 +71,9 @@ def test_a_sandboxed_job_sees_only_its_own_gpu_devices(tmp_path):
             subprocess.run(["mknod", str(dev / f"node{n}gpu{g}"), "c", "1", "3"], check=True)
     iso = Isolation(accounts=True, sandbox=True, work_root=tmp_path / "homes")
     ex = LocalExecutor(tmp_path / "runs", iso, gpu_devices=str(dev / "{node}gpu{gpu}"),
-                       node_names={"pod-n000": "node1", "pod-n001": "node2"})
+                       node_names={"s/pod-n000": "node1", "s/pod-n001": "node2"})
     req = RunRequest(1, 1, ("bash", "-c", f"ls {dev}; id -un; ls /dev | tr '\\n' ' '"),
-                     (Rank("pod-n000", (1, 3)),), identity=Identity("devtest"))
+                     (Rank("s/pod-n000", (1, 3)),), identity=Identity("devtest"))
     pids = ex.start(req)
     deadline = time.time() + 10
     while ex.status(req, pids).running and time.time() < deadline:

@@ -14,6 +14,7 @@ Indexes, kept exact on every allocate/release:
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from kraft.catalog import CATALOG
@@ -99,7 +100,8 @@ class ClusterState:
                             self.node_free.append(group.gpus)
                             self.node_pool.append(pool.index)
                             self.node_pod.append(pod)
-                            self.node_name.append(f"{pod_label}-n{n_in_pod:03d}")
+                            # site/pod-nNNN: pods of two sites may share a name
+                            self.node_name.append(f"{site.name}/{pod_label}-n{n_in_pod:03d}")
                             n_in_pod += 1
                             pool.nodes.append(node)
                             pool.total_gpus += group.gpus
@@ -204,6 +206,15 @@ class ClusterState:
                 idle[node] = None
                 pool.idle_nodes += 1
             pool.pods_by_idle[len(idle)][pod] = None
+
+    def node_index(self) -> dict[str, int]:
+        """Node name -> index; also the name a single-site fleet's records used before
+        nodes carried their site (`pod-n000`), where it names one node only."""
+        index = {n: i for i, n in enumerate(self.node_name)}
+        short = Counter(n.split("/", 1)[1] for n in self.node_name)
+        index.update({n.split("/", 1)[1]: i for i, n in enumerate(self.node_name)
+                      if short[n.split("/", 1)[1]] == 1})
+        return index
 
     def describe(self, placement: Placement) -> str:
         return ",".join(f"{self.node_name[n]}:{k}" for n, k in placement)

@@ -38,7 +38,7 @@ class FleetCollector:
         cluster = ClusterState(fleet)
         self.pools = cluster.pools
         self.where = {name: (cluster.node_pool[i], cluster.node_pod[i])
-                      for i, name in enumerate(cluster.node_name)}
+                      for name, i in cluster.node_index().items()}
         self.pod_label = cluster.pod_name  # "site/pod" by pod index
         self.pod_gpus = Counter()
         for pool in cluster.pools:

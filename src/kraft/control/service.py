@@ -68,7 +68,7 @@ class ControlPlane:
         self.one_tenant = (isolation is not None and not isolation.accounts
                            and not single_user)
         self.owner: str | None = None
-        self.node_index = {n: i for i, n in enumerate(self.cluster.node_name)}
+        self.node_index = self.cluster.node_index()
         self.sched = Scheduler(self.cluster, [], make_policy(policy))
         self.jobs: dict[int, Job] = {}  # by database id, jobs the scheduler holds
         self.runs: dict[int, tuple[RunRequest, list[int]]] = {}  # running: request, handles

@@ -114,7 +114,7 @@ class Gateway:
         self.engine, self.Session = engine, sessions(engine)
         cluster = ClusterState(fleet)
         self.site_of_node = {name: cluster.pools[cluster.node_pool[i]].site
-                             for i, name in enumerate(cluster.node_name)}
+                             for name, i in cluster.node_index().items()}
         self.sites = {site.name: site for site in fleet.sites}
         self.local = {site.name for site in fleet.sites if site.executor.kind == "local"}
         self.services: dict[int, LiveService] = {}  # by the service row's id
