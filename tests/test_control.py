@@ -134,7 +134,7 @@ def test_bad_requests_get_4xx_with_reasons(api):
     [extra] = api.post("/v1/jobs", json={"gpus": 1, "command": ["true"], "tenant": "b"},
                        headers=a).json()["detail"]
     assert extra["loc"] == ["body", "tenant"] and extra["msg"].startswith(
-        "unknown field; allowed: name, gpus, command, gpu_model"), extra
+        "unknown field; allowed: name, gpus, gpu_model, time_limit_s"), extra
     assert api.get("/v1/jobs/notanumber", headers=a).status_code == 422
     assert api.get("/v1/jobs/999999", headers=a).status_code == 404
     # a gang no site can hold is accepted, then rejected by the scheduler with its reason

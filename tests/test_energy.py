@@ -6,7 +6,7 @@ from helpers import fleet, jobs, run, tenant
 
 from kraft.catalog import CATALOG
 from kraft.cluster.state import ClusterState
-from kraft.energy.books import EnergyInputs, SiteSignals, keep_books
+from kraft.energy.books import EnergyInputs, SiteSignals, books, per_job
 from kraft.energy.models import pue
 from kraft.sched.policy import make_policy
 from kraft.sched.scheduler import Scheduler
@@ -30,7 +30,9 @@ def books_of(fleet_spec, rows, signals, tier="reserved", **job_kw):
     js = jobs(rows, ts, **job_kw)
     sched = Scheduler(ClusterState(fleet_spec), ts.values(), make_policy("fifo"))
     outcome = Simulator(sched, js).run()
-    return keep_books(outcome, sched.cluster, fleet_spec, EnergyInputs({"s1": signals}))
+    record = outcome.segments.record(outcome.jobs, sched.cluster.node_name, outcome.end_s)
+    section, cols = books(record, sched.cluster, EnergyInputs({"s1": signals}))
+    return section, per_job(record, cols)
 
 
 def test_two_hour_job_oracle():

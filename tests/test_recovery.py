@@ -1,6 +1,7 @@
 """Crash safety, end to end: `kraft serve` killed with SIGKILL while jobs wait and run, then
 started again. No accepted job is lost and none runs twice; the running one is re-adopted."""
 
+import contextlib
 import os
 import re
 import signal
@@ -153,7 +154,8 @@ def test_job_that_died_with_the_host_is_requeued_once(live):
     first.wait(timeout=10)
     runner = running["placement"][0]["pid"]  # the job dies too, with no exit status
     for pid in [*descendants(runner), runner]:
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # one may end between list and kill
+            os.kill(pid, signal.SIGKILL)
     time.sleep(0.3)
     server()
     done = wait(client, a, {"succeeded", "failed"})
@@ -183,7 +185,7 @@ def test_cli_end_to_end(live, tmp_path):
     said = " ".join(bad.stderr.split())  # Rich wraps long lines
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert f"{wrong}: refused (422)" in said and "gpus: Input should be greater than or equal to 1" in said
-    assert "colour: unknown field; allowed: name, gpus, command" in said
+    assert "colour: unknown field; allowed: name, gpus, gpu_model" in said
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: [hi\n")
     bad = kraft("submit", str(broken), env=env, check=False)

@@ -13,6 +13,13 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from kraft.cli_shared import (
+    DepthOpt,
+    ParamOpt,
+    PreferOpt,
+    ShiftOpt,
+    scheduling_options,
+)
 from kraft.infer.cli import infer_app
 from kraft.sched.policy import REGISTRY, make_policy
 from kraft.sched.scheduler import SchedulerConfig
@@ -49,18 +56,15 @@ FormatOpt = Annotated[Optional[str], typer.Option(
 CkptOpt = Annotated[float, typer.Option(
     help="checkpoint interval (s) where the trace has none; 0 = never")]
 RestartOpt = Annotated[float, typer.Option(help="restart cost (s) where the trace has none")]
-DepthOpt = Annotated[int, typer.Option(help="jobs examined past the first that does not fit")]
 EnergyOpt = Annotated[bool, typer.Option(help="keep the energy, carbon and cost books")]
 YearOpt = Annotated[int, typer.Option(help="signal year; trace time 0 is 1 January 00:00 UTC")]
 UtilOpt = Annotated[float, typer.Option(help="GPU utilisation of busy GPUs for power (0-1]")]
 FlexGpusOpt = Annotated[int, typer.Option(
     help="jobs of at most this many GPUs are flexible (where the trace says nothing)")]
 WindowOpt = Annotated[float, typer.Option(help="flexibility window of flexible jobs, hours")]
-ShiftOpt = Annotated[Optional[str], typer.Option(
-    help="shift flexible jobs to low 'carbon' or 'price' hours of their window")]
-PreferOpt = Annotated[Optional[str], typer.Option(
-    help="try first the allowed site with the lowest 'carbon' or 'price' now, or the lowest "
-         "'latency' to the tenant's region (default: pack)")]
+ForecastOpt = Annotated[str, typer.Option(
+    help="what shifting plans with: oracle (the recorded series: a perfect forecast, only a "
+         "replay has one) or recent-days[-N] (the same hour over the last N days, as live)")]
 
 
 def _fail(message: str) -> None:
@@ -132,16 +136,23 @@ def _setup(policies: list[str], fleet: str, tenants: str | None, trace: str,
 
 
 def _run(fleet_spec, tenants_spec, trace, policy, load, seed, defaults, config, energy,
-         label=None, shift_by=None, prefer=None, failures=None):
+         label=None, shift_by=None, prefer=None, failures=None, options=None):
+    """One replay; `options` (kraft.sched.build.SchedulingOptions), where given, is the
+    whole scheduler's configuration and overrides policy, config, shift_by and prefer."""
     from kraft.sim.run import simulate
 
+    extra = {}
+    if options is not None:
+        policy, config, shift_by, prefer = (options.policy, options.config, options.shift_by,
+                                            options.prefer)
+        extra = {"policy_params": options.policy_params, "forecast": options.forecast}
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("jobs"), TimeElapsedColumn(), console=err, transient=True) as bar:
         task = bar.add_task(label or policy, total=trace.n_jobs)
         return simulate(fleet_spec, tenants_spec, trace, policy, load=load, seed=seed,
                         defaults=defaults, config=config, energy=energy,
                         shift_by=shift_by, prefer=prefer, failures=failures,
-                        progress=lambda n: bar.advance(task, n))
+                        progress=lambda n: bar.advance(task, n), **extra)
 
 
 def _write(out: Path, run) -> None:
@@ -192,6 +203,8 @@ def simulate(
     window_h: WindowOpt = 24.0,
     shift: ShiftOpt = None,
     prefer: PreferOpt = None,
+    forecast: ForecastOpt = "oracle",
+    param: ParamOpt = None,
     failures: Annotated[Optional[str], typer.Option(
         help="hardware failures: 'llama3' (Meta's rate, 1.97e-5 per GPU-hour) or a rate per "
              "GPU-hour; drawn with --seed")] = None,
@@ -199,6 +212,7 @@ def simulate(
     """Replay a trace on a fleet under one policy and print the results."""
     from kraft.report.tables import breakdown_table, energy_table, results_table, site_table
 
+    options = scheduling_options(policy, param, scan_depth, shift, prefer, forecast)
     fleet_spec, tenants_spec, loaded, books = _setup(
         [policy], fleet, tenants, trace, data_dir, seed, fmt,
         energy or shift is not None or prefer is not None, signal_year, gpu_util)
@@ -207,9 +221,8 @@ def simulate(
     from kraft.sim.failures import FailureModel, parse_rate
 
     model = FailureModel(parse_rate(failures), seed) if failures else None
-    run = _run(fleet_spec, tenants_spec, loaded, policy, load, seed, defaults,
-               SchedulerConfig(scan_depth=scan_depth), books, shift_by=shift, prefer=prefer,
-               failures=model)
+    run = _run(fleet_spec, tenants_spec, loaded, policy, load, seed, defaults, None, books,
+               failures=model, options=options)
     r = run.results
     console.print(f"[bold]{loaded.name}[/] on [bold]{fleet_spec.name}[/] "
                   f"({r['fleet_gpus']} GPUs), "
@@ -327,10 +340,17 @@ def shift(
     fmt: FormatOpt = None,
     signal_year: YearOpt = 2024,
     gpu_util: UtilOpt = 1.0,
+    forecast: Annotated[str, typer.Option(
+        help="the real forecast shown beside the perfect one: recent-days[-N]")] = "recent-days",
     out: Annotated[Optional[Path], typer.Option(help="write shift.json here")] = None,
 ) -> None:
-    """What shifting flexible jobs in time saves: carbon-agnostic against shifted, beside the
-    physical limit, and what it cost in completion time."""
+    """What shifting flexible jobs in time saves: carbon-agnostic against shifted with a
+    perfect forecast and with a real one (only the past), beside the physical limit, and what
+    it cost in completion time."""
+    from kraft.signals.forecast import make_forecast
+
+    if make_forecast(forecast).perfect:
+        _fail(f"--forecast {forecast}: give a real forecast to compare with the perfect one")
     from kraft.energy.shifting import shift_summary
     from kraft.report.tables import shift_table
 
@@ -343,8 +363,12 @@ def shift(
     agnostic = _run(fleet_spec, tenants_spec, loaded, policy, load, seed, defaults, config,
                     books, label=f"{policy}, agnostic")
     shifted = _run(fleet_spec, tenants_spec, loaded, policy, load, seed, defaults, config,
-                   books, label=f"{policy}, shifted by {by}", shift_by=by)
-    summary = shift_summary(agnostic, shifted, fleet_spec, books)
+                   books, label=f"{policy}, shifted by {by}, perfect forecast", shift_by=by)
+    real = scheduling_options(policy, None, config.scan_depth, by, None, forecast)
+    forecast_run = _run(fleet_spec, tenants_spec, loaded, policy, load, seed, defaults, config,
+                        books, label=f"{policy}, shifted by {by}, {forecast}", options=real)
+    summary = shift_summary(agnostic, shifted, fleet_spec, books, forecast_run,
+                            make_forecast(forecast).name)
     zones = ", ".join(sorted({s.grid_zone for s in fleet_spec.sites}))
     console.print(shift_table(summary, f"{loaded.name} on {fleet_spec.name} ({zones}), "
                                        f"jobs of <= {flexible_gpus} GPUs flexible by "

@@ -18,7 +18,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from kraft.catalog import CATALOG
-from kraft.energy.models import cap_slowdown, capped_power_w
+from kraft.energy.models import cap_slowdown
+from kraft.energy.power import gpu_power
 from kraft.spec.models import FleetSpec, SiteSpec
 
 Placement = tuple[tuple[int, int], ...]  # ((node index, GPUs taken), ...)
@@ -26,9 +27,8 @@ Placement = tuple[tuple[int, int], ...]  # ((node index, GPUs taken), ...)
 
 @dataclass(eq=False, slots=True)
 class SitePower:
-    """A site's IT power budget and what is left of it. Every GPU draws idle power all the
-    time; a busy one draws up to its rated power (budgeted at rated: the worst case), and its
-    host adds `host_overhead_share` on top of either."""
+    """A site's IT power budget and what is left of it, from `kraft.energy.power` at
+    utilisation 1 (the worst case)."""
 
     site: SiteSpec
     budget_w: float
@@ -74,7 +74,6 @@ class ClusterState:
         for site in fleet.sites:
             power = SitePower(site, site.it_power_budget_mw * 1e6)
             self.site_power.append(power)
-            host = 1.0 + site.host_overhead_share
             for pod_spec in site.pods:
                 for r in range(pod_spec.count):
                     pod_label = pod_spec.name if pod_spec.count == 1 else f"{pod_spec.name}-{r:04d}"
@@ -87,14 +86,13 @@ class ClusterState:
                         if pool is None:
                             pool = Pool(len(self.pools), site, group.model, group.gpus)
                             pool.by_free = [{} for _ in range(group.gpus + 1)]
-                            gpu = CATALOG[group.model]
-                            cap = site.gpu_power_cap_w
                             pool.power = power
-                            pool.extra_w_per_gpu = (capped_power_w(gpu, cap)
-                                                    - gpu.idle_power_w) * host
-                            pool.slowdown = cap_slowdown(gpu, cap)
+                            pool.extra_w_per_gpu = gpu_power(site, group.model).extra_w
+                            pool.slowdown = cap_slowdown(CATALOG[group.model],
+                                                         site.gpu_power_cap_w)
                             pool_of[key] = pool
                             self.pools.append(pool)
+                        idle_w = gpu_power(site, group.model).idle_w * group.gpus
                         for _ in range(group.count):
                             node = len(self.node_free)
                             self.node_free.append(group.gpus)
@@ -105,7 +103,7 @@ class ClusterState:
                             n_in_pod += 1
                             pool.nodes.append(node)
                             pool.total_gpus += group.gpus
-                            power.idle_w += group.gpus * CATALOG[group.model].idle_power_w * host
+                            power.idle_w += idle_w
                             pool.by_free[group.gpus][node] = None
                             pool.pod_idle.setdefault(pod, {})[node] = None
         for pool in self.pools:

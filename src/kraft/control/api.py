@@ -20,7 +20,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
@@ -44,7 +44,7 @@ from kraft.exec.base import read_log
 from kraft.infer.api import add_inference_routes
 from kraft.infer.live import Gateway
 from kraft.spec.load import explain
-from kraft.spec.models import FleetSpec, JobSpec, TenantSpec
+from kraft.spec.models import FleetSpec, JobFields, JobSpec, TenantSpec
 
 log = logging.getLogger("kraft.api")
 # ids are 32-bit integer columns on PostgreSQL: larger ones are a 422, never a database error
@@ -83,20 +83,12 @@ class TenantCreated(BaseModel):
     token_id: int
 
 
-class Submit(BaseModel):
-    """A job as a tenant submits it. The tenant is the token's, never the body's."""
+class Submit(JobFields):
+    """A job as a tenant submits it: the job spec's fields (kraft.spec.models.JobFields). The
+    tenant is the token's, never the body's; a live job must say what to run."""
 
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field("job", min_length=1, max_length=200)
     gpus: int = Field(ge=1, le=100_000)
     command: list[str] = Field(min_length=1, max_length=1000)
-    gpu_model: str | None = None
-    time_limit_s: float | None = Field(None, gt=0, le=365 * 86400)
-    checkpoint_interval_s: float | None = Field(None, gt=0)
-    restart_cost_s: float = Field(0.0, ge=0, le=86400)
-    preemptible: bool = True
-
-    _known_model = field_validator("gpu_model")(JobSpec._known_model.__func__)
 
     def spec(self, tenant: str) -> JobSpec:
         return JobSpec(tenant=tenant, **self.model_dump())

@@ -17,6 +17,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from kraft.cli_shared import DepthOpt, ParamOpt, PolicyOpt, PreferOpt, ShiftOpt
+
 console = Console()
 err = Console(stderr=True)
 admin_app = typer.Typer(help="Operator commands, run on the control-plane host.",
@@ -78,7 +80,14 @@ def _engine(data_dir: Path, db: str | None, db_file: Path | None = None):
 def serve(
     fleet: Annotated[str, typer.Option(help="bundled fleet name or YAML")] = "local",
     tenants: Annotated[Optional[str], typer.Option(help="tenants YAML to load (no tokens)")] = None,
-    policy: Annotated[str, typer.Option(help="scheduling policy")] = "backfill",
+    policy: PolicyOpt = "backfill",
+    param: ParamOpt = None,
+    scan_depth: DepthOpt = 100,
+    shift: ShiftOpt = None,
+    prefer: PreferOpt = None,
+    forecast: Annotated[str, typer.Option(
+        help="what shifting plans with: recent-days[-N] (the same hour over the last N days, "
+             "default 7); a replay's oracle is not for a live service")] = "recent-days",
     data_dir: DataDir = DEFAULT_HOME,
     db: Db = None,
     db_file: DbFile = None,
@@ -118,15 +127,19 @@ def serve(
     console.print(f"isolation: {escape(isolation.describe())}", highlight=False, soft_wrap=True)
     options = dict(isolation=isolation, grace_s=grace_s, single_user=single_user)
 
+    from kraft.cli_shared import scheduling_options
     from kraft.control.api import create_app
     from kraft.control.auth import ensure_operator_token
     from kraft.control.service import ControlPlane
     from kraft.control.store import TenantRow, sessions
-    from kraft.sched.policy import make_policy
     from kraft.spec.load import SpecError, load_fleet, load_tenants
 
     try:
-        make_policy(policy)
+        if forecast == "oracle":
+            raise ValueError("--forecast oracle reads the recorded series as if it were the "
+                             "future: a replay's perfect forecast, not a live one; use "
+                             "recent-days[-N]")
+        scheduling = scheduling_options(policy, param, scan_depth, shift, prefer, forecast)
         fleet_spec = load_fleet(fleet)
         tenant_specs = load_tenants(tenants).tenants if tenants else []
     except (SpecError, ValueError) as e:
@@ -142,7 +155,7 @@ def serve(
         console.print(f"operator token (shown once, stored hashed): [bold]{token}[/]",
                       soft_wrap=True)
     try:
-        plane = ControlPlane(fleet_spec, engine, data_dir / "runs", policy, **options)
+        plane = ControlPlane(fleet_spec, engine, data_dir / "runs", scheduling, **options)
     except ValueError as e:
         _fail(str(e))
     if engine.dialect.name == "sqlite":  # one writer per file: the loop is a thread here
@@ -159,7 +172,7 @@ def serve(
     child = multiprocessing.get_context("spawn").Process(
         target=loop_process, name="kraft-loop", daemon=True,
         args=(fleet_spec.model_dump(mode="json", by_alias=True), engine.url.render_as_string(
-            hide_password=False), str(data_dir / "runs"), policy, os.getpid(),
+            hide_password=False), str(data_dir / "runs"), scheduling.as_dict(), os.getpid(),
             {**options, "isolation": {**vars(isolation),
                                       "work_root": str(isolation.work_root)}}))
     child.start()

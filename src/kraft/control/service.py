@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import bindparam, insert, select, update
@@ -26,21 +27,21 @@ from sqlalchemy.engine import Engine
 from kraft.cluster.state import ClusterState, Placement
 from kraft.control.metrics import CYCLE
 from kraft.control.store import (
+    AttemptRow,
     EventRow,
     JobRow,
     TenantRow,
     as_utc,
     sessions,
-    utcnow,
     write_lock,
 )
 from kraft.exec.base import Executor, Rank, RunRequest
 from kraft.exec.identity import Identity, Isolation
 from kraft.exec.router import make_executor
 from kraft.infer.live import reconcile_services
+from kraft.record import year_origin_s
+from kraft.sched.build import SchedulingOptions, make_scheduler
 from kraft.sched.job import Job, JobState, TenantState
-from kraft.sched.policy import make_policy
-from kraft.sched.scheduler import Scheduler
 from kraft.spec.models import FleetSpec, JobSpec, TenantSpec
 
 log = logging.getLogger("kraft.service")
@@ -51,13 +52,21 @@ KILL_MARGIN_S = 5.0  # an attempt alive this long past its grace period is SIGKI
 
 class ControlPlane:
     def __init__(self, fleet: FleetSpec, engine: Engine, executor: Executor | Path,
-                 policy: str = "backfill", isolation: Isolation | None = None,
-                 grace_s: float = 10.0, single_user: bool = False):
+                 options: SchedulingOptions | str = "backfill",
+                 isolation: Isolation | None = None, grace_s: float = 10.0,
+                 single_user: bool = False, energy=None, clock=time.time):
         """`executor`: an executor, or a work folder to run each site on the engine its spec
-        names (kraft.exec.router). `isolation`: what jobs get (kraft.exec.identity); a service
-        that cannot give each tenant its own account runs one tenant's jobs only, unless
-        `single_user`. `grace_s`: SIGTERM to SIGKILL, on cancel, time limit and preemption."""
+        names (kraft.exec.router). `options`: the scheduler's (kraft.sched.build), or a policy
+        name. `isolation`: what jobs get (kraft.exec.identity); a service that cannot give
+        each tenant its own account runs one tenant's jobs only, unless `single_user`.
+        `grace_s`: SIGTERM to SIGKILL, on cancel, time limit and preemption. `energy`: the
+        sites' signals (default: the fleet's series) for shifting and weighing. `clock`: epoch
+        seconds now (tests and replays inject one)."""
+        if isinstance(options, str):
+            options = SchedulingOptions(policy=options)
         self.engine = engine
+        self.clock = clock
+        self.now = clock()
         self.Session = sessions(engine)
         self.cluster = ClusterState(fleet)
         self.executor = (make_executor(self.cluster, executor, isolation)
@@ -69,7 +78,14 @@ class ControlPlane:
                            and not single_user)
         self.owner: str | None = None
         self.node_index = self.cluster.node_index()
-        self.sched = Scheduler(self.cluster, [], make_policy(policy))
+        if energy is None and (options.shift_by or options.prefer in ("carbon", "price")):
+            from kraft.energy.books import inputs_for
+
+            energy = inputs_for(fleet)
+        self.options = options
+        # hour h of the signals is hour h of this UTC year (kraft.record)
+        self.sched = make_scheduler(self.cluster, [], options, energy,
+                                    year_origin_s(self.now))
         self.jobs: dict[int, Job] = {}  # by database id, jobs the scheduler holds
         self.runs: dict[int, tuple[RunRequest, list[int]]] = {}  # running: request, handles
         # Attempts that ended on record and are being stopped: their GPUs are handed on only
@@ -96,9 +112,18 @@ class ControlPlane:
             self.sched.add_tenant(t)
         return t
 
-    @staticmethod
-    def _move(session, row: JobRow, to: str, detail: str = "") -> None:
-        session.add(EventRow(job_id=row.id, from_state=row.state, to_state=to, detail=detail))
+    def _at(self) -> datetime:
+        return datetime.fromtimestamp(self.now, UTC)
+
+    def _move(self, session, row: JobRow, to: str, detail: str = "") -> None:
+        """A state change, on record; leaving `running` closes the attempt's record row in
+        the same transaction (kraft.record: how it ended, and when)."""
+        session.add(EventRow(job_id=row.id, at=self._at(), from_state=row.state, to_state=to,
+                             detail=detail))
+        if row.state == "running" and to != "running":
+            session.execute(update(AttemptRow).where(AttemptRow.job_id == row.id,
+                                                     AttemptRow.attempt == row.attempt)
+                            .values(end_s=self.now, ended=to))
         row.state = to
         row.reason = detail or row.reason
 
@@ -108,7 +133,8 @@ class ControlPlane:
         return Job(row.id, tenant, spec.gpus, row.submitted_s, limit, name=row.name,
                    gpu_model=spec.gpu_model, time_limit_s=spec.time_limit_s,
                    checkpoint_interval_s=spec.checkpoint_interval_s,
-                   restart_cost_s=spec.restart_cost_s, preemptible=spec.preemptible)
+                   restart_cost_s=spec.restart_cost_s, preemptible=spec.preemptible,
+                   flex_window_s=spec.window_s)
 
     def _ranks(self, placement: Placement) -> tuple[Rank, ...] | None:
         """GPU indices for a placement, or None while some of them still belong to an attempt
@@ -191,6 +217,7 @@ class ControlPlane:
         are started now, and a rank that ever began is never started again for the attempt.
         Processes of attempts the database no longer counts as running (a crash between
         recording an end and stopping it) are stopped, and hold their GPUs until gone."""
+        self.now = now
         with write_lock(self.engine), self.Session() as s:
             rows = s.scalars(select(JobRow).where(JobRow.state.not_in(FINAL))
                              .order_by(JobRow.id)).all()
@@ -230,7 +257,7 @@ class ControlPlane:
                     handles[r] = h
             except Exception as e:
                 log.exception("job %s: completing its start failed", row.id)
-                row.finished_at = utcnow()
+                row.finished_at = self._at()
                 self._move(s, row, "failed", f"the {self.executor.name} executor could "
                                              f"not start it: {e}"[:1000])
                 self.stopping[row.id] = (req, handles, time.monotonic() + req.grace_s)
@@ -249,8 +276,8 @@ class ControlPlane:
             self.jobs[row.id] = job
             self.runs[row.id] = (req, handles)
             self.launched_s[row.id] = started
-            s.add(EventRow(job_id=row.id, from_state="running", to_state="running",
-                           detail="re-adopted after a control-plane restart"))
+            s.add(EventRow(job_id=row.id, at=self._at(), from_state="running",
+                           to_state="running", detail="re-adopted after a control-plane restart"))
             return
         if status.alive:  # one rank failed or vanished: the rest are being stopped
             self._hold_gpus(req)
@@ -258,7 +285,7 @@ class ControlPlane:
                                      time.monotonic() + req.grace_s + KILL_MARGIN_S)
         if status.exit_code is not None:
             row.exit_code = status.exit_code
-            row.finished_at = utcnow()
+            row.finished_at = self._at()
             self._move(s, row, "succeeded" if status.exit_code == 0 else "failed",
                        f"ended while the control plane was down (exit {status.exit_code})")
         else:
@@ -280,15 +307,16 @@ class ControlPlane:
             self._move(s, row, "admitted", job.reason)
 
     def step(self, now: float | None = None) -> None:
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
+        self.now = now
         with write_lock(self.engine), self.Session() as s:
             if now - self.services_at >= 0.25:  # replica counts: a quarter second is fresh
                 self.services_at = now
                 if reconcile_services(s, now):
                     s.commit()
+            self._poll(s, now)  # ends before arrivals, as in the twin
             self._ingest(s, now)
             self._cancels(s, now)
-            self._poll(s, now)
             self._reap()
             s.commit()
             self._launch_waiting(s, now)
@@ -338,7 +366,7 @@ class ControlPlane:
                 moves.append({"job_id": row.id, "to": "rejected", "why": decision.reason})
         s.execute(update(jobs).where(jobs.c.id == bindparam("job_id"))
                   .values(state=bindparam("to"), reason=bindparam("why")), moves)
-        at = utcnow()
+        at = self._at()
         s.execute(insert(EventRow.__table__), [
             dict(job_id=m["job_id"], at=at, from_state="pending", to_state=m["to"],
                  detail=m["why"]) for m in moves])
@@ -349,7 +377,7 @@ class ControlPlane:
         for row in rows:
             self._move(s, row, "cancelled", "drained and stopped: scaled down" if row.draining
                        else "cancelled by the tenant")
-            row.finished_at = utcnow()
+            row.finished_at = self._at()
             s.commit()  # recorded before acting
             self._release(row.id)
             self.launching.pop(row.id, None)
@@ -366,13 +394,13 @@ class ControlPlane:
                 limit = job.time_limit_s
                 if limit is not None and now - self.launched_s.get(job_id, now) > limit:
                     self._move(s, row, "failed", f"time limit {limit:.0f} s reached")
-                    row.finished_at = utcnow()
+                    row.finished_at = self._at()
                     s.commit()
                     self._release(job_id)
                     self._end(job_id, now)
                 continue
             row.exit_code = status.exit_code
-            row.finished_at = utcnow()
+            row.finished_at = self._at()
             if status.lost:
                 self._move(s, row, "failed", "its processes vanished" if not status.alive else
                            "a rank vanished without an exit status: the gang was stopped")
@@ -426,22 +454,25 @@ class ControlPlane:
         row.placement[0]["master_port"] = free_port()
         if row.service_id is not None:
             row.placement[0]["port"] = free_port()
-        row.started_at = utcnow()
+        row.started_at = self._at()
+        s.add(AttemptRow(job_id=row.id, attempt=row.attempt, tenant=row.tenant,
+                         site=job.pool.site.name, pool=job.pool.label,
+                         nodes=[r.node for r in ranks], gpus=job.gpus, start_s=self.now))
         self._move(s, row, "running", why)
         s.commit()  # the start is on record before the processes exist
         req = self._request(row)
         self.runs[row.id] = (req, [])
-        self.launched_s[row.id] = time.time()
+        self.launched_s[row.id] = self.now
         try:
             handles = self.executor.start(req)
         except Exception as e:  # the engine refused it: fail it, free its booking
             log.exception("job %s: start failed", row.id)
-            row.finished_at = utcnow()
+            row.finished_at = self._at()
             self._move(s, row, "failed", f"the {self.executor.name} executor could "
                                          f"not start it: {e}"[:1000])
             s.commit()
             self._release(row.id, alive=False)
-            self._end(row.id, time.time())
+            self._end(row.id, self.now)
             return True
         row.placement = [{**p, "pid": h} for p, h in zip(row.placement, handles)]
         s.commit()
@@ -485,13 +516,13 @@ def run_loop(plane: ControlPlane, stop: threading.Event, tick_s: float) -> None:
         stop.wait(tick_s)
 
 
-def loop_process(fleet: dict, db_url: str, runs_dir: str, policy: str, parent_pid: int,
+def loop_process(fleet: dict, db_url: str, runs_dir: str, scheduling: dict, parent_pid: int,
                  options: dict, tick_s: float = 0.05) -> None:
     """The loop in a process of its own, next to the API process (on PostgreSQL, which takes
     writers from several processes): the API then has a CPU and a GIL to itself. It dies with
     its parent (a killed `kraft serve` must not leave a loop behind that a restart would run a
-    second time), and stops cleanly on SIGTERM. `options`: ControlPlane's keyword arguments,
-    with `isolation` as a dict."""
+    second time), and stops cleanly on SIGTERM. `scheduling`: SchedulingOptions.as_dict();
+    `options`: ControlPlane's other keyword arguments, with `isolation` as a dict."""
     import ctypes
     import signal
 
@@ -506,7 +537,7 @@ def loop_process(fleet: dict, db_url: str, runs_dir: str, policy: str, parent_pi
     options = {**options, "isolation": Isolation(**{**iso, "work_root": Path(iso["work_root"])})
                if iso else None}
     plane = ControlPlane(FleetSpec.model_validate(fleet), make_engine(db_url), Path(runs_dir),
-                         policy, **options)
+                         SchedulingOptions.from_dict(scheduling), **options)
     plane.recover(time.time())
     gc.freeze()  # as in `kraft serve`: full collections skip what lives as long as the process
     run_loop(plane, stop, tick_s)

@@ -1,4 +1,5 @@
-"""The database: tenants, tokens, jobs, their event log, inference services, the audit log.
+"""The database: tenants, tokens, jobs, their attempts and event log, inference services, the
+audit log.
 
 SQLite by default (a file in the data directory), PostgreSQL with a postgresql:// URL; the
 schema is created and upgraded by Alembic (migrations/). Every job state change is written here
@@ -81,6 +82,24 @@ class JobRow(Base):
     # An inference replica: its service, and whether the gateway is draining it to stop.
     service_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     draining: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class AttemptRow(Base):
+    """One start of a job: the live half of the one record (kraft.record). Written as the
+    attempt starts (end_s null) and closed, with how it ended, in the transaction that moves
+    the job out of `running`. Times are epoch seconds, as the loop's clock gives them."""
+
+    __tablename__ = "attempts"
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(100), index=True)
+    site: Mapped[str] = mapped_column(String(100))
+    pool: Mapped[str] = mapped_column(String(200))  # Pool.label: site/model x GPUs per node
+    nodes: Mapped[list] = mapped_column(JSON)  # node names
+    gpus: Mapped[int] = mapped_column(Integer)
+    start_s: Mapped[float] = mapped_column(Float, index=True)
+    end_s: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
+    ended: Mapped[str | None] = mapped_column(String(20), nullable=True)  # record.ENDINGS
 
 
 class ServiceRow(Base):

@@ -1,14 +1,15 @@
-"""Energy, carbon, cost and compute books of a simulation, per job, tenant, tier, site, hour.
+"""Energy, carbon, cost and compute books of what ran, per segment, job, tenant, tier, site, hour.
 
-Every figure comes from the run segments (who ran on which pool from when to when) and hourly
-signals. A site's hourly series x (PUE, PUE x carbon intensity, PUE x price) is integrated over
-a segment in O(1) with a prefix sum, so the books cost O(segments + hours), not O(events).
+Every figure comes from the record (`kraft.record.Record`: who ran on which pool from when to
+when), the same for the twin and the live service, and hourly signals; this module knows
+neither body. A site's hourly series x (PUE, PUE x carbon intensity, PUE x price) is
+integrated over a segment in O(1) with a prefix sum, so the books cost O(segments + hours).
 
-Attribution: a job is charged its GPUs' power (idle part included) and its hosts' overhead;
-idle power of unallocated GPUs is the site's, reported as `idle_it_kwh`.
-Location-based carbon = facility energy x the zone's hourly intensity (life-cycle basis).
-Market-based carbon = facility energy x the site's contractual factor. The two are separate
-keys and no figure adds them.
+Attribution: a job is charged its GPUs' power (idle part included) and its hosts' overhead
+(`kraft.energy.power`); idle power of unallocated GPUs is the site's, reported as
+`idle_it_kwh`. Location-based carbon = facility energy x the zone's hourly intensity
+(life-cycle basis). Market-based carbon = facility energy x the site's contractual factor.
+The two are separate keys and no figure adds them.
 """
 
 from __future__ import annotations
@@ -19,19 +20,15 @@ import numpy as np
 
 from kraft.catalog import CATALOG
 from kraft.cluster.state import ClusterState
-from kraft.energy.models import (
-    AI_ACT_SYSTEMIC_FLOP,
-    DEFAULT_MFU,
-    capped_power_w,
-    gpu_power_w,
-    pue,
-)
+from kraft.energy.models import AI_ACT_SYSTEMIC_FLOP, DEFAULT_MFU
+from kraft.energy.power import DEFAULT_OUTDOOR_C, gpu_power, site_pue
+from kraft.record import Record
 from kraft.signals.series import HourlyIntegral, HourlySeries
-from kraft.sim.engine import SimOutcome
-from kraft.spec.models import FleetSpec
+from kraft.spec.models import FleetSpec, Tier
 
 J_PER_KWH = 3.6e6
-DEFAULT_OUTDOOR_C = 15.0
+SEGMENT_COLUMNS = ("it_kwh", "facility_kwh", "carbon_location_kg", "carbon_market_kg",
+                   "energy_cost_eur", "gpu_hours", "gpu_hour_charge_eur", "flop")
 
 
 @dataclass
@@ -60,44 +57,41 @@ def _hourly(series: HourlySeries | None, hours: int, constant: float) -> np.ndar
 def hourly_factors(site, sig: SiteSignals, hours: int
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A site's PUE, carbon intensity and price for each of `hours` hours."""
-    pue_h = pue(site.cooling, _hourly(sig.temperature, hours, DEFAULT_OUTDOOR_C))
+    pue_h = site_pue(site, _hourly(sig.temperature, hours, DEFAULT_OUTDOOR_C))
     ci_h = _hourly(sig.carbon, hours, 0.0)
     price_h = _hourly(sig.price, hours, sig.flat_price_eur_per_mwh or 0.0)
     return pue_h, ci_h, price_h
 
 
-def keep_books(outcome: SimOutcome, cluster: ClusterState, fleet: FleetSpec,
-               inputs: EnergyInputs) -> tuple[dict, dict[str, np.ndarray]]:
-    """Returns (the `energy` section of results.json, per-job columns for jobs.parquet)."""
-    seg = outcome.segments
-    jobs = outcome.jobs
-    n_jobs = len(jobs)
-    job_ix = np.frombuffer(seg.job, dtype=np.int64)
-    pool_ix = np.frombuffer(seg.pool, dtype=np.int64)
-    start = np.frombuffer(seg.start_s, dtype=np.float64)
-    end = np.frombuffer(seg.end_s, dtype=np.float64)
-    hours = int(max(outcome.end_s, end.max() if end.size else 0.0) // 3600) + 2
-    gpus = np.array([jobs[k].gpus for k in range(n_jobs)], dtype=np.float64)[job_ix]
+def books(record: Record, cluster: ClusterState, inputs: EnergyInputs,
+          period: tuple[float, float] | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """The books of `record` over `period` ([t0, t1) on the record's clock; default: from 0
+    to the record's end). Segments are clipped to the period. Returns (the `energy` section of
+    results.json, one array per SEGMENT_COLUMNS entry, aligned with the record's segments)."""
+    fleet = cluster.fleet
+    t0, t1 = period if period is not None else (0.0, record.end_of_record_s)
+    pool_ix = record.pool.astype(np.int64)
+    start = np.clip(record.start_s.astype(np.float64), t0, t1)
+    end = np.clip(record.end_s.astype(np.float64), t0, t1)
+    hours = int(t1 // 3600) + 2
+    gpus = record.gpus.astype(np.float64)
 
     pools = cluster.pools
+    power = [gpu_power(p.site, p.model, inputs.utilization) for p in pools]
     site_of_pool = np.array([fleet.sites.index(p.site) for p in pools], dtype=np.int64)
-    host = np.array([1 + p.site.host_overhead_share for p in pools])
-    busy_w = np.array([min(gpu_power_w(CATALOG[p.model], inputs.utilization),
-                           capped_power_w(CATALOG[p.model], p.site.gpu_power_cap_w))
-                       for p in pools])
-    idle_w = np.array([CATALOG[p.model].idle_power_w for p in pools])
+    busy_w = np.array([w.busy_w for w in power])
+    idle_w = np.array([w.idle_w for w in power])
     peak_flops = np.array([CATALOG[p.model].bf16_flops for p in pools])
 
-    seg_power_w = gpus * busy_w[pool_ix] * host[pool_ix]
-    seg_extra_w = gpus * (busy_w - idle_w)[pool_ix] * host[pool_ix]
+    seg_power_w = gpus * busy_w[pool_ix]
+    seg_extra_w = gpus * (busy_w - idle_w)[pool_ix]
     dur = end - start
     seg_site = site_of_pool[pool_ix]
 
-    cols = {k: np.zeros(len(seg_power_w)) for k in
-            ("it_kwh", "facility_kwh", "carbon_location_kg", "carbon_market_kg",
-             "energy_cost_eur")}
+    cols = {k: np.zeros(len(record)) for k in SEGMENT_COLUMNS}
     per_site: dict[str, dict] = {}
     hourly_out: dict[str, dict] = {}
+    first_hour = int(t0 // 3600)
     for s_i, site in enumerate(fleet.sites):
         sig = inputs.sites[site.name]
         pue_h, ci_h, price_h = hourly_factors(site, sig, hours)
@@ -113,10 +107,10 @@ def keep_books(outcome: SimOutcome, cluster: ClusterState, fleet: FleetSpec,
                                       / J_PER_KWH / 1e3)
 
         # The site hour by hour: idle draw of every GPU plus the busy extra of running ones.
-        site_idle_w = sum(len(p.nodes) * p.gpus_per_node * idle_w[p.index] * host[p.index]
+        site_idle_w = sum(len(p.nodes) * p.gpus_per_node * idle_w[p.index]
                           for p in pools if site_of_pool[p.index] == s_i)
-        # The books cover [0, end of the run): the last hour may be partial.
-        grid = np.minimum(np.arange(hours + 1) * 3600.0, outcome.end_s)
+        # The books cover [t0, t1): the first and last hours may be partial.
+        grid = np.clip(np.arange(hours + 1) * 3600.0, t0, t1)
         it_h = site_idle_w * np.diff(grid) / J_PER_KWH
         if m.any():
             t = np.concatenate([a, b])
@@ -145,40 +139,55 @@ def keep_books(outcome: SimOutcome, cluster: ClusterState, fleet: FleetSpec,
             "price_source": (sig.price.source if sig.price else
                              f"flat {sig.flat_price_eur_per_mwh} EUR/MWh (given in the fleet)"),
         }
-        hourly_out[site.name] = {"it_kwh": np.round(it_h, 3).tolist(),
-                                 "carbon_location_kg": np.round(fac_h * ci_h / 1e3, 3).tolist(),
-                                 "carbon_intensity_g_per_kwh": np.round(ci_h, 2).tolist(),
-                                 "pue": np.round(pue_h, 4).tolist()}
+        last = int(np.ceil(t1 / 3600))
+        hourly_out[site.name] = {
+            "first_hour": first_hour,
+            "it_kwh": np.round(it_h[first_hour:last], 3).tolist(),
+            "carbon_location_kg": np.round(fac_h * ci_h / 1e3, 3)[first_hour:last].tolist(),
+            "carbon_intensity_g_per_kwh": np.round(ci_h[first_hour:last], 2).tolist(),
+            "pue": np.round(pue_h[first_hour:last], 4).tolist()}
 
-    per_job = {k: np.bincount(job_ix, weights=v, minlength=n_jobs) for k, v in cols.items()}
-    per_job["flop"] = np.bincount(job_ix, weights=gpus * dur * peak_flops[pool_ix] * inputs.mfu,
-                                  minlength=n_jobs)
-    gpu_h = np.bincount(job_ix, weights=gpus * dur, minlength=n_jobs) / 3600
-    price = np.array([fleet.gpu_hour_price_eur.for_tier(j.tenant.tier) for j in jobs])
-    per_job["gpu_hour_charge_eur"] = gpu_h * price
+    cols["gpu_hours"] = gpus * dur / 3600
+    cols["flop"] = gpus * dur * peak_flops[pool_ix] * inputs.mfu
+    tiers, tier_code = np.unique(np.array(record.job_tier, dtype=object).astype(str),
+                                 return_inverse=True)
+    price = np.array([fleet.gpu_hour_price_eur.for_tier(Tier(t)) for t in tiers])
+    cols["gpu_hour_charge_eur"] = cols["gpu_hours"] * price[tier_code][record.job] \
+        if len(tiers) else cols["gpu_hours"] * 0.0
 
     def group(labels: list[str]) -> dict:
         names, codes = np.unique(np.array(labels, dtype=object).astype(str), return_inverse=True)
-        sums = {c: np.bincount(codes, weights=v, minlength=len(names)) for c, v in per_job.items()}
+        seg_codes = codes[record.job] if len(record) else codes[:0]
+        sums = {c: np.bincount(seg_codes, weights=v, minlength=len(names))
+                for c, v in cols.items()}
         return {str(n): {c: _r(sums[c][i]) for c in sorted(sums)} for i, n in enumerate(names)}
 
-    flags = [{"tenant": jobs[k].tenant.name, "job": jobs[k].name, "flop": float(per_job["flop"][k])}
-             for k in np.flatnonzero(per_job["flop"] > AI_ACT_SYSTEMIC_FLOP)]
-    totals = {col: _r(v.sum()) for col, v in per_job.items()}
+    job_flop = np.bincount(record.job, weights=cols["flop"], minlength=record.n_jobs)
+    flags = [{"tenant": record.job_tenant[k], "job": record.job_name[k],
+              "flop": float(job_flop[k])}
+             for k in np.flatnonzero(job_flop > AI_ACT_SYSTEMIC_FLOP)]
+    totals = {col: _r(v.sum()) for col, v in cols.items()}
     section = {
         "signal_year": inputs.signal_year,
         "gpu_utilization": inputs.utilization,
         "mfu": inputs.mfu,
         "carbon_basis": {"location": "grid zone hourly intensity, life-cycle (Electricity Maps)",
                          "market": "site contract factor (GHG Protocol Scope 2 market-based)"},
+        "period_s": [t0, t1],
         "jobs": totals,
-        "per_tier": group([j.tenant.tier.value for j in jobs]),
-        "per_tenant": group([j.tenant.name for j in jobs]),
+        "per_tier": group(record.job_tier) if record.n_jobs else {},
+        "per_tenant": group(record.job_tenant) if record.n_jobs else {},
         "per_site": per_site,
         "ai_act_flags": flags,
         "hourly": hourly_out,
     }
-    return section, per_job
+    return section, cols
+
+
+def per_job(record: Record, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Segment columns summed per job (for jobs.parquet)."""
+    return {k: np.bincount(record.job, weights=v, minlength=record.n_jobs)
+            for k, v in cols.items()}
 
 
 def _r(x: float) -> float:

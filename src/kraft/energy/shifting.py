@@ -17,7 +17,10 @@ LETS_WAIT_AWHILE_DE_ML = 0.059
 
 
 def shift_summary(agnostic: SimRun, shifted: SimRun, fleet: FleetSpec,
-                  inputs: EnergyInputs) -> dict:
+                  inputs: EnergyInputs, forecast: SimRun | None = None,
+                  forecast_name: str = "") -> dict:
+    """`shifted` planned with the recorded series (a perfect forecast); `forecast`, where
+    given, with a forecast that knows only the past (`forecast_name`)."""
     jobs_a, jobs_s = agnostic.outcome.jobs, shifted.outcome.jobs
     flexible = np.array([j.flex_window_s > 0 for j in jobs_a])
     carbon_a = agnostic.job_energy["carbon_location_kg"]
@@ -44,7 +47,7 @@ def shift_summary(agnostic: SimRun, shifted: SimRun, fleet: FleetSpec,
 
     base = float(carbon_a[flexible].sum())
     moved = float(carbon_s[flexible].sum())
-    return {
+    out = {
         "flexible_jobs": int(flexible.sum()),
         "jobs": len(jobs_a),
         "carbon_location_kg": {"agnostic": base, "shifted": moved, "limit": bound},
@@ -57,4 +60,16 @@ def shift_summary(agnostic: SimRun, shifted: SimRun, fleet: FleetSpec,
                        "flexible_shifted": jct(jobs_s, flexible),
                        "all_agnostic": jct(jobs_a, np.ones_like(flexible)),
                        "all_shifted": jct(jobs_s, np.ones_like(flexible))},
+        "forecast": {"shifted": "oracle (the recorded series: perfect)"},
     }
+    if forecast is not None:
+        carbon_f = forecast.job_energy["carbon_location_kg"]
+        real = float(carbon_f[flexible].sum())
+        out["carbon_location_kg"]["shifted_forecast"] = real
+        out["saving"]["shifted_forecast"] = 1 - real / base if base else 0.0
+        out["all_jobs_carbon_location_kg"]["shifted_forecast"] = float(carbon_f.sum())
+        out["jct_mean_s"]["flexible_shifted_forecast"] = jct(forecast.outcome.jobs, flexible)
+        out["jct_mean_s"]["all_shifted_forecast"] = jct(forecast.outcome.jobs,
+                                                        np.ones_like(flexible))
+        out["forecast"]["shifted_forecast"] = forecast_name
+    return out

@@ -50,6 +50,8 @@ class Decision(NamedTuple):
     job: Job
     reason: str
     pool: Pool | None = None  # where a started job runs, or a preempted one ran
+    placement: Placement = ()  # its nodes and GPUs there
+    attempt: int = 0  # which start of the job (1 for the first)
 
 
 _BIG = 1 << 62
@@ -390,9 +392,9 @@ class Scheduler:
             return None  # the GPUs would be free but the site's power budget would not hold
         reason = f"waiting: preempted for job {job.id} of {job.tenant.name!r} ({why})"
         for victim in needed:
-            ran_in = victim.pool
+            ran_in, ran_on, attempt = victim.pool, victim.placement, victim.epoch
             self._preempt(victim, now, reason)
-            out.append(Decision("preempt", victim, reason, ran_in))
+            out.append(Decision("preempt", victim, reason, ran_in, ran_on, attempt))
         return placement, pool
 
     def _reclaim(self, job: Job, pools: tuple[Pool, ...], victims: Iterable[Job]
@@ -487,7 +489,7 @@ class Scheduler:
             why += (f": {self.prefer.describe(pool.site, job.tenant, now)}, ranked first of "
                     f"{len(sites)} allowed sites ({', '.join(sorted(sites))}) by "
                     f"{self.prefer.name}")
-        out.append(Decision("start", job, why, pool))
+        out.append(Decision("start", job, why, pool, placement, job.epoch))
 
     def _stop(self, job: Job, now: float) -> None:
         self.cluster.release(job.placement)

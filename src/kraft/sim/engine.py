@@ -14,6 +14,9 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from kraft.record import ENDED, Record
 from kraft.sched.job import Job, JobState
 from kraft.sched.scheduler import Scheduler
 from kraft.sim.failures import FailureModel
@@ -33,18 +36,51 @@ class Timeline:
 
 @dataclass
 class Segments:
-    """Every stretch a job ran without interruption: the input of the energy books."""
+    """Every stretch a job ran without interruption, as the run goes (kraft.record)."""
 
     job: array = field(default_factory=lambda: array("l"))  # index into SimOutcome.jobs
+    attempt: array = field(default_factory=lambda: array("l"))
     pool: array = field(default_factory=lambda: array("l"))
+    gpus: array = field(default_factory=lambda: array("l"))
     start_s: array = field(default_factory=lambda: array("d"))
     end_s: array = field(default_factory=lambda: array("d"))
+    ended: array = field(default_factory=lambda: array("b"))
+    placement: list = field(default_factory=list)  # node indices and GPUs, per segment
 
-    def add(self, job: int, pool: int, start_s: float, end_s: float) -> None:
+    def add(self, job: int, attempt: int, pool: int, gpus: int, placement, start_s: float,
+            end_s: float, ended: str) -> None:
         self.job.append(job)
+        self.attempt.append(attempt)
         self.pool.append(pool)
+        self.gpus.append(gpus)
         self.start_s.append(start_s)
         self.end_s.append(end_s)
+        self.ended.append(ENDED[ended])
+        self.placement.append(placement)
+
+    def record(self, jobs: list[Job], node_name: list[str], end_s: float) -> Record:
+        arr = {k: np.frombuffer(getattr(self, k), dtype=d) if len(getattr(self, k)) else
+               np.zeros(0, dtype=d) for k, d in (("job", np.int64), ("attempt", np.int64),
+                                                  ("pool", np.int64), ("gpus", np.int64),
+                                                  ("start_s", np.float64),
+                                                  ("end_s", np.float64), ("ended", np.int8))}
+        return Record(**arr, job_tenant=[j.tenant.name for j in jobs],
+                      job_tier=[j.tenant.tier.value for j in jobs],
+                      job_name=[j.name for j in jobs], end_of_record_s=end_s,
+                      nodes=_NodeNames(self.placement, node_name))
+
+
+class _NodeNames:
+    """Segments' node names, made when read (a million segments need not carry strings)."""
+
+    def __init__(self, placements: list, node_name: list[str]):
+        self.placements, self.node_name = placements, node_name
+
+    def __len__(self) -> int:
+        return len(self.placements)
+
+    def __getitem__(self, k: int) -> list[str]:
+        return [self.node_name[n] for n, _ in self.placements[k]]
 
 
 @dataclass
@@ -102,12 +138,14 @@ class Simulator:
                 _, kind, _, job, epoch = heapq.heappop(heap)
                 if kind == FINISH and job.epoch == epoch and job.state is JobState.RUNNING:
                     k = index[id(job)]
-                    segments.add(k, job.pool.index, started_at.pop(k), now)
+                    segments.add(k, job.epoch, job.pool.index, job.gpus, job.placement,
+                                 started_at.pop(k), now, "succeeded")
                     sched.finish(job, now)
                     done += 1
                 elif kind == FAIL and job.epoch == epoch and job.state is JobState.RUNNING:
                     k = index[id(job)]
-                    segments.add(k, job.pool.index, started_at.pop(k), now)
+                    segments.add(k, job.epoch, job.pool.index, job.gpus, job.placement,
+                                 started_at.pop(k), now, "failed")
                     sched.fail(job, now)
                 elif kind == WAKEUP:
                     wakeup_at = None
@@ -131,7 +169,8 @@ class Simulator:
                             heapq.heappush(heap, (fail_s, FAIL, seq, job, job.epoch))
                 elif d.kind == "preempt":
                     k = index[id(job)]
-                    segments.add(k, d.pool.index, started_at.pop(k), now)
+                    segments.add(k, d.attempt, d.pool.index, job.gpus, d.placement,
+                                 started_at.pop(k), now, "preempted")
             wake = sched.next_wakeup()
             if wake is not None and wake > now and wake != wakeup_at:
                 wakeup_at = wake

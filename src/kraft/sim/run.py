@@ -6,11 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kraft.cluster.state import ClusterState
-from kraft.energy.books import EnergyInputs, keep_books, signal_by_site
-from kraft.sched.policy import make_policy
-from kraft.sched.scheduler import Scheduler, SchedulerConfig
-from kraft.sched.shift import SignalShift
-from kraft.sched.weighers import LatencyWeigher, SignalWeigher
+from kraft.energy.books import EnergyInputs, books, per_job
+from kraft.sched.build import SchedulingOptions, make_scheduler
+from kraft.sched.scheduler import SchedulerConfig
 from kraft.sim.engine import SimOutcome, Simulator
 from kraft.sim.failures import FailureModel, failure_figures
 from kraft.sim.metrics import decision_time, summarize
@@ -35,24 +33,13 @@ def simulate(fleet: FleetSpec, tenants: TenantsSpec, trace: Trace, policy: str, 
              energy: EnergyInputs | None = None,
              shift_by: str | None = None,
              prefer: str | None = None,
+             forecast: str = "oracle",
              failures: FailureModel | None = None,
              progress: Callable[[int], None] | None = None) -> SimRun:
     cluster = ClusterState(fleet)
     jobs, tenant_states, factor = build_jobs(trace, tenants, defaults, cluster.total_gpus, load)
-    shift = None
-    if shift_by is not None:
-        if energy is None:
-            raise ValueError("temporal shifting needs the signals: run with the energy books")
-        shift = SignalShift(signal_by_site(energy, shift_by), shift_by)
-    weigher = None
-    if prefer == "latency":
-        weigher = LatencyWeigher()
-    elif prefer is not None:
-        if energy is None:
-            raise ValueError("--prefer carbon|price needs the signals: keep the energy books")
-        weigher = SignalWeigher(SignalShift(signal_by_site(energy, prefer), prefer))
-    scheduler = Scheduler(cluster, tenant_states.values(),
-                          make_policy(policy, **(policy_params or {})), config, shift, weigher)
+    options = SchedulingOptions(policy, policy_params or {}, config, shift_by, prefer, forecast)
+    scheduler = make_scheduler(cluster, tenant_states.values(), options, energy)
     outcome = Simulator(scheduler, jobs, progress, failures).run()
     results = summarize(outcome, fleet=fleet.name, fleet_gpus=cluster.total_gpus,
                         trace=trace.name, policy=policy, seed=seed, load_target=load,
@@ -62,5 +49,7 @@ def simulate(fleet: FleetSpec, tenants: TenantsSpec, trace: Trace, policy: str, 
         results["failures"] = failure_figures(outcome.jobs, failures)
     job_energy = None
     if energy is not None:
-        results["energy"], job_energy = keep_books(outcome, cluster, fleet, energy)
+        record = outcome.segments.record(outcome.jobs, cluster.node_name, outcome.end_s)
+        results["energy"], cols = books(record, cluster, energy)
+        job_energy = per_job(record, cols)
     return SimRun(results, decision_time(outcome), outcome, job_energy)

@@ -297,19 +297,25 @@ class TenantsSpec(_Strict):
         return [*self.tenants, self.default]
 
 
-class JobSpec(_Strict):
-    """A gang job as a user submits it (YAML) or a trace row describes it."""
+class JobFields(_Strict):
+    """What a job is, as a tenant submits it to the API and as a trace row describes it: one
+    set of fields for both bodies (the API's body is these, the tenant comes from the token)."""
 
     name: str = Field("job", min_length=1, max_length=200)
-    tenant: str = Field("default", min_length=1)
     gpus: int = Field(ge=1, le=1_000_000)
     gpu_model: str | None = None
-    duration_s: float | None = Field(None, gt=0, description="known run time (simulation)")
-    time_limit_s: float | None = Field(None, gt=0)
+    time_limit_s: float | None = Field(None, gt=0, le=365 * 86400)
     checkpoint_interval_s: float | None = Field(None, gt=0)
-    restart_cost_s: float = Field(0.0, ge=0)
+    restart_cost_s: float = Field(0.0, ge=0, le=86400)
     preemptible: bool = True
-    flex_window_s: float = Field(0.0, ge=0, description="may start this long after submit")
+    flex_window_s: float = Field(
+        0.0, ge=0, le=365 * 86400,
+        description="may start up to this long after submission (temporal shifting); "
+                    "a live job with a window gives its time_limit_s, what shifting plans with")
+    deadline_s: float | None = Field(
+        None, gt=0, le=365 * 86400,
+        description="must end within this long of submission: the window is the deadline "
+                    "less the time limit (give one of flex_window_s and deadline_s)")
     command: list[str] | None = None
     env: dict[str, str] = Field(default_factory=dict, max_length=200,
                                 description="extra environment of the job's processes")
@@ -320,3 +326,31 @@ class JobSpec(_Strict):
         if model is not None and model not in CATALOG:
             raise ValueError(f"unknown GPU model {model!r}; allowed: {', '.join(CATALOG)}")
         return model
+
+    @model_validator(mode="after")
+    def _window(self):
+        if self.deadline_s is not None:
+            if self.flex_window_s:
+                raise ValueError("give flex_window_s or deadline_s, not both")
+            if self.time_limit_s is None:
+                raise ValueError("deadline_s needs time_limit_s: the window is the deadline "
+                                 "less the time limit")
+            if self.deadline_s < self.time_limit_s:
+                raise ValueError(f"deadline_s {self.deadline_s:g} is shorter than "
+                                 f"time_limit_s {self.time_limit_s:g}")
+        return self
+
+    @property
+    def window_s(self) -> float:
+        """How long after submission the job may start."""
+        if self.deadline_s is not None:
+            return self.deadline_s - (self.time_limit_s or 0.0)
+        return self.flex_window_s
+
+
+class JobSpec(JobFields):
+    """A job in the body that runs it: its tenant and, in a simulation, its known run time."""
+
+    tenant: str = Field("default", min_length=1)
+    duration_s: float | None = Field(None, gt=0, description="known run time (simulation)")
+
