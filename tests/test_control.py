@@ -2,7 +2,7 @@
 idempotent submission, clear 4xx on bad input, real processes on logical GPUs, cancel."""
 
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -334,8 +334,10 @@ def test_prometheus_metrics_for_the_operator_only(api):
     assert values["kraft_scheduling_cycle_seconds_count"] > 0
     # 3 busy H100 at 700 W and 5 idle at 70 W, host overhead 0.8: 4,410 W
     assert values['kraft_it_power_watts{site="local"}'] == pytest.approx((3 * 700 + 5 * 70) * 1.8)
-    assert values['kraft_facility_power_watts{site="local"}'] > values[
-        'kraft_it_power_watts{site="local"}']
+    # no weather series: 15 C, inside free cooling (up to 18 C): PUE 1.10 exactly
+    assert values['kraft_site_pue{site="local"}'] == pytest.approx(1.10)
+    assert values['kraft_facility_power_watts{site="local"}'] == pytest.approx(
+        (3 * 700 + 5 * 70) * 1.8 * 1.10)
     assert values['kraft_grid_carbon_g_per_kwh{site="local",zone="NO-NO1"}'] > 0
     api.post(f"/v1/jobs/{job_id}/cancel", headers=a)
     wait_for(api, a, job_id, {"cancelled"})
@@ -434,3 +436,30 @@ def test_times_do_not_depend_on_the_servers_time_zone(api, monkeypatch):
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_the_power_gauge_uses_this_hours_temperature(tmp_path):
+    """Facility power = IT power x the PUE at the hour's outdoor temperature (the Bergen series
+    at 2026-07-15 12:00 UTC reads hour 4,692 of the 2024 series), not a fixed 15 C."""
+    from kraft.control.metrics import FleetCollector
+    from kraft.control.store import sessions
+    from kraft.signals.series import load_series
+    from kraft.spec.models import FleetSpec
+
+    fleet = FleetSpec.model_validate({"name": "warm", "sites": [{
+        "name": "bergen", "country": "NO", "jurisdiction": "EEA", "grid_zone": "NO-NO5",
+        "it_power_budget_mw": 1, "flat_price_eur_per_mwh": 40, "weather": "bergen",
+        "cooling": {"pue_free": 1.1, "free_cooling_max_c": 5, "pue_hot": 1.5, "hot_c": 25},
+        "pods": [{"name": "pod", "nodes": [{"count": 1, "gpus": 8, "model": "H100-SXM"}]}]}]})
+    engine = make_engine(f"sqlite:///{tmp_path / 'k.db'}")
+    migrate(engine)
+    at = datetime(2026, 7, 15, 12, tzinfo=UTC).timestamp()
+    hour = (31 + 28 + 31 + 30 + 31 + 30 + 14) * 24 + 12  # hours of 2026 before it: 4,692
+    temp = float(load_series("temperature", "bergen").values[hour])
+    pue = 1.1 + min(max((temp - 5) / 20, 0), 1) * 0.4
+    assert pue > 1.1, "a July noon in Bergen is past the 5 C free-cooling limit"
+    site = FleetCollector(fleet, sessions(engine)).snapshot(now=at)["sites"][0]
+    assert site["it_w"] == pytest.approx(8 * 70 * 1.8)
+    assert site["outdoor_c"] == pytest.approx(temp)
+    assert site["pue"] == pytest.approx(pue)
+    assert site["facility_w"] == pytest.approx(8 * 70 * 1.8 * pue)

@@ -493,36 +493,55 @@ def report_html(
 @report_app.command("eed")
 @_guard
 def report_eed(
-    results: Annotated[Path, typer.Option(help="a folder written by kraft simulate --out")],
-    period: Annotated[Optional[int], typer.Option(help="the year reported (must match the "
-                                                       "run's signal year)")] = None,
+    results: Annotated[Optional[Path], typer.Option(
+        help="a folder written by kraft simulate --out")] = None,
+    db: Annotated[Optional[str], typer.Option(
+        envvar="KRAFT_DB", help="or: the live service's database (postgresql://…), for what "
+                                "ran live")] = None,
+    data_dir: Annotated[Path, typer.Option(
+        envvar="KRAFT_HOME", help="the live service's state folder (its SQLite database, "
+                                  "unless --db)")] = Path("kraft-data"),
+    period: Annotated[Optional[int], typer.Option(help="the year reported (a simulation: "
+                                                       "its signal year)")] = None,
     site: Annotated[Optional[str], typer.Option(help="one site only")] = None,
-    fleet: Annotated[Optional[str], typer.Option(help="the run's fleet, if not bundled")] = None,
+    fleet: Annotated[Optional[str], typer.Option(
+        help="the run's (or the served) fleet, if not bundled")] = None,
 ) -> None:
-    """EU Energy Efficiency Directive indicators per site: PUE, WUE, REF, ERF (docs/energy.md)."""
+    """EU Energy Efficiency Directive indicators per site: PUE, WUE, REF, ERF (docs/energy.md),
+    from a simulation's results or from what ran live (--db, or the SQLite of --data-dir)."""
     from rich.table import Table
 
     from kraft.energy.eed import eed_indicators
 
-    path = results / "results.json"
-    if not path.exists():
-        _fail(f"{path}: not found; write one with kraft simulate --out {results}")
-    res = json.loads(path.read_text())
-    if "energy" not in res:
-        _fail(f"{path}: the run kept no energy books")
-    year = res["energy"]["signal_year"]
-    if period is not None and period != year:
-        _fail(f"{path}: the run used signal year {year}, not {period}")
+    if results is None:  # live: the attempts on record in that year
+        import datetime as dt
+
+        from kraft.control.usage_cli import live_eed
+
+        year = period or dt.datetime.now(dt.UTC).year
+        fleet = fleet or "local"
+        res, said = live_eed(fleet, data_dir, db, None, year)
+        res["fleet"] = load_fleet(fleet).name
+    else:
+        path = results / "results.json"
+        if not path.exists():
+            _fail(f"{path}: not found; write one with kraft simulate --out {results}")
+        res = json.loads(path.read_text())
+        if "energy" not in res:
+            _fail(f"{path}: the run kept no energy books")
+        year = res["energy"]["signal_year"]
+        if period is not None and period != year:
+            _fail(f"{path}: the run used signal year {year}, not {period}")
+        said = f"simulated period mapped onto {year}"
     fleet_spec = load_fleet(fleet or res["fleet"])
     contracts = {s.name: {"renewable_share": s.contract.renewable_share}
                  for s in fleet_spec.sites}
     rows = eed_indicators(res, contracts)
     if site is not None:
         if site not in rows:
-            _fail(f"no site {site!r} in {path}; sites: {', '.join(rows)}")
+            _fail(f"no site {site!r} in {res['fleet']}; sites: {', '.join(rows)}")
         rows = {site: rows[site]}
-    table = Table(title=f"EED indicators, {res['fleet']}, simulated period mapped onto {year}",
-                  title_justify="left")
+    table = Table(title=f"EED indicators, {res['fleet']}, {said}", title_justify="left")
     for col in ("site", "zone", "IT MWh", "PUE", "WUE L/kWh", "REF", "ERF",
                 "tCO2e location", "tCO2e market"):
         table.add_column(col, justify="left" if col in ("site", "zone") else "right")

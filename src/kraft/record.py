@@ -39,6 +39,7 @@ class Record:
     end_of_record_s: float  # the twin's last event; live: now
     origin_s: float = 0.0
     nodes: list = field(default_factory=list)  # per segment: the node names it ran on
+    job_ids: list = field(default_factory=list)  # per job: the body's id (live: database id)
 
     def __len__(self) -> int:
         return len(self.job)

@@ -40,6 +40,8 @@ from kraft.control.store import (
     sessions,
     write_lock,
 )
+from kraft.control.usage import LiveBooks
+from kraft.control.usage_api import add_usage_routes
 from kraft.exec.base import read_log
 from kraft.infer.api import add_inference_routes
 from kraft.infer.live import Gateway
@@ -320,6 +322,8 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
         scheduling-cycle histogram (operator token: scrape with a bearer credential)."""
         return Response(render(collector), media_type=CONTENT_TYPE_LATEST)
 
+    live_books = LiveBooks(fleet) if fleet is not None else None
+    add_usage_routes(app, Session, Tenant, Operator, own, live_books)
     add_dashboard(app, Session, Operator, collector)
     add_inference_routes(app, engine, Tenant, audit, gateway)
     return app

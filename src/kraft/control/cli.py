@@ -380,14 +380,22 @@ def jobs() -> None:
 
 
 def job(job_id: int) -> None:
-    """One job, with the scheduler's reason and its events."""
+    """One job, with the scheduler's reason, its events, and each attempt's books (GPU-hours,
+    kWh, kgCO2e location- and market-based, cost)."""
+    from kraft.control.usage_cli import attempts_table
+
     with _client() as c:
         j = _check(c.get(f"/v1/jobs/{job_id}")).json()
         events = _check(c.get(f"/v1/jobs/{job_id}/events")).json()
+        tried = c.get(f"/v1/jobs/{job_id}/attempts")
     console.print_json(json.dumps(j))
     for e in events:
         console.print(Text(f"{e['at']}  {e['from_state'] or '-'} -> {e['to_state']}  "
                            f"{e['detail']}"), highlight=False)
+    if tried.status_code == 200 and tried.json():
+        console.print(attempts_table(tried.json()))
+    elif tried.status_code != 200:
+        err.print(Text(f"no books: {tried.json().get('detail', tried.text)}"))
 
 
 def cancel(job_id: int) -> None:
@@ -456,8 +464,11 @@ def service_delete(name: str) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    from kraft.control.usage_cli import register_admin, usage
+
     app.add_typer(service_app, name="service")
     app.command()(serve)
+    register_admin(admin_app)
     app.add_typer(admin_app, name="admin")
-    for fn in (submit, jobs, job, cancel, logs):
+    for fn in (submit, jobs, job, cancel, logs, usage):
         app.command()(fn)

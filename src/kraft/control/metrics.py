@@ -2,12 +2,14 @@
 
 Gauges are read from the database at scrape time, so they are right whichever process runs
 the loop: GPUs and allocated GPUs per site, jobs by state, waiting jobs, IT and facility power
-now (a first-order estimate: busy GPUs at rated power, idle ones at idle power, host overhead
-and PUE at 15 C, as in the books), and the grid's carbon intensity this hour (location-based:
-the site zone's bundled 2024 series at this hour of the year). The scheduling-cycle latency is
-a histogram observed by the loop; when the loop runs in its own process (PostgreSQL) the two
-processes share it through prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR,
-set by `kraft serve`).
+now (kraft.energy.power, as the budget and the books count it: busy GPUs at rated power, idle
+ones at idle power, host overhead, and the PUE at this hour's outdoor temperature), the PUE,
+and the grid's carbon intensity this hour (location-based: the site zone's bundled 2024 series
+at this hour of the year). Per tenant, counters from the live books (kraft.control.usage):
+GPU-seconds, IT and facility kWh, kgCO2e location- and market-based, energy cost.
+The scheduling-cycle latency is a histogram observed by the loop; when the loop runs in its
+own process (PostgreSQL) the two processes share it through prometheus_client's
+multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by `kraft serve`).
 """
 
 from __future__ import annotations
@@ -16,15 +18,14 @@ import os
 from collections import Counter
 from datetime import UTC, datetime
 
-import numpy as np
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 
-from kraft.catalog import CATALOG
 from kraft.cluster.state import ClusterState
-from kraft.control.store import JobRow
-from kraft.energy.models import capped_power_w, pue
+from kraft.control.store import AttemptRow, JobRow
+from kraft.energy.power import it_power_w, site_pue
+from kraft.record import year_origin_s
 from kraft.signals.series import SignalError, load_series
 from kraft.spec.models import FleetSpec
 
@@ -44,15 +45,22 @@ class FleetCollector:
         for pool in cluster.pools:
             for node in pool.nodes:
                 self.pod_gpus[(pool.site.name, cluster.node_pod[node])] += pool.gpus_per_node
-        self.carbon = {}
+        self.carbon, self.temperature = {}, {}
         for site in fleet.sites:
             try:
                 self.carbon[site.name] = load_series("carbon", site.grid_zone).values
+                if site.weather:
+                    self.temperature[site.name] = load_series("temperature",
+                                                              site.weather).values
             except SignalError:
                 pass
+        from kraft.control.usage import LiveBooks
 
-    def snapshot(self) -> dict:
-        """The fleet now, from the database: shared by /metrics and the dashboard."""
+        self.books = LiveBooks(fleet, cluster=cluster)
+
+    def snapshot(self, now: float | None = None) -> dict:
+        """The fleet now (epoch seconds; default the wall clock), from the database: shared by
+        /metrics and the dashboard."""
         with self.Session() as s:
             states = dict(s.execute(select(JobRow.state, func.count())
                                     .group_by(JobRow.state)).all())
@@ -64,22 +72,22 @@ class FleetCollector:
                     pool, pod = self.where[rank["node"]]
                     pool_busy[pool] += len(rank["gpus"])
                     pod_busy[(self.pools[pool].site.name, pod)] += len(rank["gpus"])
-        now = datetime.now(UTC)
-        hour = (now.timetuple().tm_yday - 1) * 24 + now.hour
+        now = datetime.now(UTC).timestamp() if now is None else now
+        hour = int((now - year_origin_s(now)) // 3600)
         sites = []
         for site in self.fleet.sites:
             pools = [p for p in self.pools if p.site is site]
-            # each GPU model at its own idle power, its busy GPUs at rated (or capped) power
-            gpu_w = sum(p.total_gpus * CATALOG[p.model].idle_power_w + pool_busy[p.index]
-                        * (capped_power_w(CATALOG[p.model], site.gpu_power_cap_w)
-                           - CATALOG[p.model].idle_power_w) for p in pools)
             busy = sum(pool_busy[p.index] for p in pools)
-            it_w = gpu_w * (1 + site.host_overhead_share)
+            it_w = it_power_w(pools, pool_busy)
             series = self.carbon.get(site.name)
+            temps = self.temperature.get(site.name)
+            outdoor_c = None if temps is None else float(temps[hour % len(temps)])
+            site_pue_now = float(site_pue(site, outdoor_c)[0])
             sites.append({
                 "site": site.name, "zone": site.grid_zone,
                 "gpus": sum(p.total_gpus for p in pools), "allocated": busy, "it_w": it_w,
-                "facility_w": it_w * float(pue(site.cooling, np.array([15.0]))[0]),
+                "facility_w": it_w * site_pue_now, "pue": site_pue_now,
+                "outdoor_c": outdoor_c,
                 "budget_w": site.it_power_budget_mw * 1e6,
                 "carbon_g_per_kwh": None if series is None
                 else float(series[hour % len(series)]),
@@ -102,7 +110,9 @@ class FleetCollector:
         it_w = GaugeMetricFamily("kraft_it_power_watts", "IT power now (estimate)",
                                  labels=["site"])
         fac_w = GaugeMetricFamily("kraft_facility_power_watts", "Facility power now "
-                                  "(IT x PUE at 15 C, estimate)", labels=["site"])
+                                  "(IT x the PUE at this hour's temperature)", labels=["site"])
+        pue_now = GaugeMetricFamily("kraft_site_pue", "PUE at this hour's outdoor temperature",
+                                    labels=["site"])
         carbon = GaugeMetricFamily("kraft_grid_carbon_g_per_kwh", "Grid carbon intensity "
                                    "this hour, location-based", labels=["site", "zone"])
         for site in snap["sites"]:
@@ -110,9 +120,35 @@ class FleetCollector:
             used.add_metric([site["site"]], site["allocated"])
             it_w.add_metric([site["site"]], site["it_w"])
             fac_w.add_metric([site["site"]], site["facility_w"])
+            pue_now.add_metric([site["site"]], site["pue"])
             if site["carbon_g_per_kwh"] is not None:
                 carbon.add_metric([site["site"], site["zone"]], site["carbon_g_per_kwh"])
-        yield from (total, used, it_w, fac_w, carbon)
+        yield from (total, used, it_w, fac_w, pue_now, carbon)
+        yield from self.tenant_counters()
+
+    def tenant_counters(self):
+        """Each tenant's totals since the first attempt on record, to now."""
+        import time
+
+        with self.Session() as s:
+            first = s.scalar(select(func.min(AttemptRow.start_s)))
+            if first is None:
+                return
+            try:
+                data = self.books.usage(s, first, max(time.time(), first + 1e-3), "tenant")
+            except ValueError:  # a site without its series: no books, said at /v1/usage
+                return
+        for key, name, unit in (("gpu_hours", "gpu_seconds", 3600.0),
+                                ("it_kwh", "it_kwh", 1.0),
+                                ("facility_kwh", "facility_kwh", 1.0),
+                                ("carbon_location_kg", "carbon_location_kg", 1.0),
+                                ("carbon_market_kg", "carbon_market_kg", 1.0),
+                                ("energy_cost_eur", "energy_cost_eur", 1.0)):
+            c = CounterMetricFamily(f"kraft_tenant_{name}", f"{name} of the tenant's jobs "
+                                    f"(live books)", labels=["tenant"])
+            for row in data["rows"]:
+                c.add_metric([row["tenant"]], row[key] * unit)
+            yield c
 
 
 def render(collector: FleetCollector | None) -> bytes:

@@ -129,8 +129,9 @@ class ControlPlane:
 
     def _job(self, row: JobRow, tenant: TenantState) -> Job:
         spec = JobSpec.model_validate(row.spec)
-        limit = spec.time_limit_s or DEFAULT_LIMIT_S
-        return Job(row.id, tenant, spec.gpus, row.submitted_s, limit, name=row.name,
+        # the work to plan with: a replay's known run time, else the time limit, else a week
+        work_s = spec.duration_s or spec.time_limit_s or DEFAULT_LIMIT_S
+        return Job(row.id, tenant, spec.gpus, row.submitted_s, work_s, name=row.name,
                    gpu_model=spec.gpu_model, time_limit_s=spec.time_limit_s,
                    checkpoint_interval_s=spec.checkpoint_interval_s,
                    restart_cost_s=spec.restart_cost_s, preemptible=spec.preemptible,
@@ -173,6 +174,9 @@ class ControlPlane:
             self._free_gpus(req)
             return
         self.executor.stop(req, handles)
+        if not self.executor.status(req, handles).alive:  # an engine that stops at once
+            self._free_gpus(req)
+            return
         self.stop_sent[job_id] = time.monotonic()
         self.stopping[job_id] = (req, handles, time.monotonic() + req.grace_s + KILL_MARGIN_S)
 

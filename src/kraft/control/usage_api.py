@@ -1,0 +1,73 @@
+"""Usage routes: `GET /v1/usage` (a tenant's own), `GET /admin/usage` (every tenant, and the
+sites' own books), `GET /v1/jobs/{id}/attempts` (each attempt with its books)."""
+
+
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastapi import HTTPException
+from fastapi import Path as PathParam
+
+from kraft.control.usage import LiveBooks, parse_time
+
+By = Literal["tenant", "site", "day", "job"]
+Id = Annotated[int, PathParam(ge=1, le=2**31 - 1, description="a positive id")]
+
+
+def month_start(now: float) -> float:
+    d = datetime.fromtimestamp(now, UTC)
+    return datetime(d.year, d.month, 1, tzinfo=UTC).timestamp()
+
+
+def period(since: str | None, until: str | None) -> tuple[float, float]:
+    """[since, until) in epoch seconds; default: this month so far. A bad time is a 422."""
+    now = time.time()
+    try:
+        return parse_time(since, month_start(now)), parse_time(until, now)
+    except ValueError as e:
+        raise HTTPException(422, str(e)) from None
+
+
+def add_usage_routes(app, Session, Tenant, Operator, own, live: LiveBooks | None) -> None:
+    def books() -> LiveBooks:
+        if live is None:
+            raise HTTPException(503, "this API process has no fleet: it keeps no books")
+        try:
+            _ = live.inputs  # loaded here, so a missing series is said at once
+        except ValueError as e:  # a site whose series are missing: say which
+            raise HTTPException(503, f"no books: {e}") from None
+        return live
+
+    def figures(lb, s, since, until, by, tenant, with_sites):
+        a, b = period(since, until)
+        try:
+            return lb.usage(s, a, b, by, tenant, with_sites)
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from None
+
+    @app.get("/v1/usage")
+    def usage(who: Tenant, since: str | None = None, until: str | None = None,
+              by: By = "tenant") -> dict:
+        """Your usage over [since, until) (ISO times, UTC; default this month): GPU-hours,
+        IT and facility kWh, kgCO2e location- and market-based (apart), energy cost and
+        GPU-hour charge, summed by tenant, site, day or job."""
+        lb = books()
+        with Session() as s:
+            return figures(lb, s, since, until, by, who, False)
+
+    @app.get("/admin/usage")
+    def admin_usage(who: Operator, since: str | None = None, until: str | None = None,
+                    by: By = "tenant", tenant: str | None = None) -> dict:
+        """Every tenant's usage (or one's), with each site's own books (idle GPUs, PUE)."""
+        lb = books()
+        with Session() as s:
+            return figures(lb, s, since, until, by, tenant, True)
+
+    @app.get("/v1/jobs/{job_id}/attempts")
+    def attempts(job_id: Id, who: Tenant) -> list[dict]:
+        """Each attempt of one of your jobs: where and when it ran, how it ended, its books."""
+        lb = books()
+        with Session() as s:
+            own(s, job_id, who)
+            return lb.attempts(s, job_id)

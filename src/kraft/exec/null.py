@@ -1,0 +1,82 @@
+"""An executor that runs nothing: each attempt "runs" for a given time on the control plane's
+clock, then reports exit 0. It is how the live service is replayed against the twin (the
+same jobs through both bodies, tests/test_one_brain.py) and load-tested at fleet scale
+(bench/control.py) without a process per job.
+
+How long an attempt runs is `run_s(req)`: by default the N of a `sleep N` command, so a job
+spec's `command: [sleep, "3600"]` runs an hour on it; any other command ends at once. Kept in
+memory: a restarted service finds none of its attempts (they vanished, as on a lost host).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from kraft.exec.base import RunRequest, RunStatus, log_file
+
+
+def sleep_seconds(req: RunRequest) -> float:
+    cmd = req.command
+    if len(cmd) == 2 and cmd[0] in ("sleep", "/bin/sleep"):
+        try:
+            return max(0.0, float(cmd[1]))
+        except ValueError:
+            pass
+    return 0.0
+
+
+class NullExecutor:
+    name = "null"
+    capabilities = frozenset({"multi-node"})
+
+    def __init__(self, clock: Callable[[], float] = time.time,
+                 run_s: Callable[[RunRequest], float] = sleep_seconds,
+                 end_at: Callable[[RunRequest], float] | None = None,
+                 work_dir: Path = Path("/nonexistent")):
+        """`end_at`, where given, says when an attempt ends (a replay gives the time its
+        work is done, exactly) instead of now + `run_s`."""
+        self.clock = clock
+        self.run_s = run_s
+        self.end_at = end_at
+        self.work_dir = work_dir
+        self.ends: dict[tuple[int, int], float] = {}  # (job, attempt) -> when it ends
+        self.stopped: set[tuple[int, int]] = set()
+        self.started_attempts: list[tuple[int, int, float]] = []  # (job, attempt, at)
+
+    def start(self, req: RunRequest, only: list[int] | None = None) -> list[int]:
+        key = (req.job_id, req.attempt)
+        now = self.clock()
+        self.ends[key] = self.end_at(req) if self.end_at else now + self.run_s(req)
+        self.started_attempts.append((req.job_id, req.attempt, now))
+        return [req.job_id] * (len(req.ranks) if only is None else len(only))
+
+    def status(self, req: RunRequest, handles: list[int]) -> RunStatus:
+        key = (req.job_id, req.attempt)
+        if key in self.stopped:
+            return RunStatus(False, -15)
+        end = self.ends.get(key)
+        if end is None:
+            return RunStatus(False, None, lost=True)
+        if self.clock() < end:
+            return RunStatus(True, alive=True)
+        return RunStatus(False, 0)
+
+    def stop(self, req: RunRequest, handles: list[int]) -> None:
+        self.stopped.add((req.job_id, req.attempt))
+
+    kill = stop
+
+    def log_path(self, job_id: int, attempt: int) -> Path:
+        return log_file(self.work_dir, job_id, attempt)
+
+    def started(self, req: RunRequest, rank: int) -> bool:
+        return (req.job_id, req.attempt) in self.ends
+
+    def find(self, req: RunRequest) -> list[int | None]:
+        alive = (req.job_id, req.attempt) in self.ends
+        return [req.job_id if alive else None for _ in req.ranks]
+
+    def orphans(self, current: dict[int, int]) -> list[tuple[RunRequest, list[int]]]:
+        return []
