@@ -112,3 +112,28 @@ def test_a_database_that_cannot_be_used_is_named_not_a_traceback(tmp_path):
         output = " ".join(r.output.split())  # Rich wraps long lines
         assert r.exit_code == 2 and said in output, (url, r.output)
         assert "Traceback" not in r.output and "s3cret" not in r.output
+
+
+def test_scheduling_options_are_checked_alike_for_both_bodies(tmp_path):
+    """`kraft simulate` and `kraft serve` take the same scheduling flags, refused the same way;
+    the live service refuses the replay's oracle (it cannot see the future)."""
+    for argv, said in (
+        (["simulate", "--param", "nonsense"], "--param 'nonsense': give KEY=VALUE"),
+        (["simulate", "--param", "depth=3"], "policy 'backfill' takes no parameters ['depth']"),
+        (["simulate", "--shift", "wind"], "--shift 'wind'? Use carbon or price"),
+        (["simulate", "--forecast", "crystal-ball"], "forecast 'crystal-ball'?"),
+        (["serve", "--data-dir", str(tmp_path), "--forecast", "oracle"],
+         "--forecast oracle reads the recorded series as if it were the future"),
+        (["serve", "--data-dir", str(tmp_path), "--prefer", "vibes"], "--prefer 'vibes'?"),
+    ):
+        r = runner.invoke(app, argv)
+        assert r.exit_code == 2, (argv, r.output)
+        assert said in " ".join(r.output.split()), (argv, r.output)
+        assert "Traceback" not in r.output
+
+
+def test_simulate_with_a_real_forecast_and_policy_parameters():
+    r = runner.invoke(app, ["simulate", "--load", "0.8", "--shift", "carbon", "--forecast",
+                            "recent-days-3", "--flexible-gpus", "1", "--policy", "fairshare",
+                            "--param", "half_life_s=7200", "--no-breakdown"])
+    assert r.exit_code == 0, r.output

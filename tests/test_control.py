@@ -339,6 +339,13 @@ def test_prometheus_metrics_for_the_operator_only(api):
     assert values['kraft_facility_power_watts{site="local"}'] == pytest.approx(
         (3 * 700 + 5 * 70) * 1.8 * 1.10)
     assert values['kraft_grid_carbon_g_per_kwh{site="local",zone="NO-NO1"}'] > 0
+    # the live books per tenant: 3 GPUs for as long as the job has run so far
+    started = api.get(f"/v1/jobs/{job_id}/attempts", headers=a).json()[0]["start"]
+    ran_s = time.time() - datetime.fromisoformat(started).timestamp()
+    assert 0 < values['kraft_tenant_gpu_seconds_total{tenant="a"}'] <= 3 * ran_s
+    assert values['kraft_tenant_it_kwh_total{tenant="a"}'] == pytest.approx(
+        values['kraft_tenant_gpu_seconds_total{tenant="a"}'] * 700 * 1.8 / 3.6e6, rel=0.05)
+    assert values['kraft_tenant_carbon_location_kg_total{tenant="a"}'] > 0
     api.post(f"/v1/jobs/{job_id}/cancel", headers=a)
     wait_for(api, a, job_id, {"cancelled"})
 

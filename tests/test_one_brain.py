@@ -22,7 +22,7 @@ from kraft.sched.job import Job, TenantState
 from kraft.sim.engine import Simulator
 from kraft.sim.traces import load_trace
 from kraft.sim.workload import JobDefaults, build_jobs
-from kraft.spec.models import FleetSpec, JobSpec, TenantsSpec
+from kraft.spec.models import FleetSpec, JobSpec, TenantSpec, TenantsSpec
 
 # Two sites whose pods share a name (node `pod-n000` exists at both): one identity per node.
 FLEET = FleetSpec.model_validate({"name": "two-sites", "sites": [
@@ -166,4 +166,65 @@ def test_the_twin_and_the_live_service_make_the_same_schedule(db_url):
         for key in ("it_kwh", "facility_kwh", "carbon_location_kg", "carbon_market_kg"):
             assert live_books["per_site"][site][key] == pytest.approx(figures[key], rel=1e-9)
     assert np.sum(sim_cols["carbon_location_kg"]) > 0
+    engine.dispose()
+
+
+def test_a_flexible_job_submitted_live_waits_for_a_cleaner_hour(db_url, tmp_path):
+    """Through the API: a 2-hour job that must end within 14 hours, submitted at midnight in
+    Germany in June, is deferred to the sunny hours the forecast (the same hour over the
+    last 7 days, never the future) expects to be cleanest, says so, and starts then, within
+    its deadline."""
+    from datetime import UTC, datetime
+
+    from fastapi.testclient import TestClient
+
+    from kraft.control.api import add_tenant, create_app
+    from kraft.signals.forecast import RecentDays
+    from kraft.signals.series import load_series
+
+    fleet = FleetSpec.model_validate({"name": "de", "sites": [{
+        "name": "frankfurt", "country": "DE", "jurisdiction": "EEA", "grid_zone": "DE",
+        "it_power_budget_mw": 1, "flat_price_eur_per_mwh": 40,
+        "pods": [{"name": "pod", "nodes": [{"count": 1, "gpus": 8, "model": "H100-SXM"}]}]}]})
+    engine = make_engine(db_url)
+    migrate(engine)
+    with sessions(engine)() as s:
+        token = add_tenant(s, TenantSpec(name="acme")).token
+        s.commit()
+    clock = Clock()
+    clock.t = datetime(2026, 6, 1, tzinfo=UTC).timestamp()
+    plane = ControlPlane(fleet, engine, NullExecutor(clock),
+                         SchedulingOptions("backfill", shift_by="carbon",
+                                           forecast="recent-days"), clock=clock)
+    plane.recover(clock.t)
+    auth = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(engine, tmp_path, fleet=fleet)) as c:
+        r = c.post("/v1/jobs", json={"gpus": 8, "command": ["sleep", "7200"],
+                                     "time_limit_s": 7200, "deadline_s": 14 * 3600},
+                   headers=auth)
+        assert r.status_code == 201, r.text
+        job_id = r.json()["id"]
+        plane.step(clock.t)
+        waiting = c.get(f"/v1/jobs/{job_id}", headers=auth).json()
+        assert waiting["state"] == "admitted", waiting
+        assert "deferred to 2026-06-01" in waiting["reason"] and "recent-days-7" in \
+            waiting["reason"], waiting["reason"]
+        # the hour it chose is the forecast's best start in its window (12 h: 14 less 2)
+        values = load_series("carbon", "DE").values
+        ahead = RecentDays().window(values, (151 * 24) * 3600.0, 16)
+        means = [(ahead[h] + ahead[h + 1]) / 2 for h in range(13)]
+        best_h = int(np.argmin(means))
+        assert best_h > 0 and f"{best_h:02d}:00 UTC" in waiting["reason"]
+        clock.t += best_h * 3600 - 1
+        plane.step(clock.t)
+        assert c.get(f"/v1/jobs/{job_id}", headers=auth).json()["state"] == "admitted"
+        clock.t += 1
+        plane.step(clock.t)
+        started = c.get(f"/v1/jobs/{job_id}", headers=auth).json()
+        assert started["state"] == "running"
+        [attempt] = c.get(f"/v1/jobs/{job_id}/attempts", headers=auth).json()
+        assert attempt["start"] == datetime(2026, 6, 1, best_h, tzinfo=UTC).isoformat()
+    bad = JobSpec.model_validate
+    with pytest.raises(ValueError, match="deadline_s needs time_limit_s"):
+        bad({"gpus": 1, "deadline_s": 3600})
     engine.dispose()

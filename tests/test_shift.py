@@ -1,6 +1,7 @@
 """Temporal shifting: a flexible job waits for the cleanest hours of its window, no longer."""
 
 import numpy as np
+import pytest
 from helpers import fleet, jobs, tenant
 
 from kraft.cluster.state import ClusterState
@@ -46,3 +47,32 @@ def test_window_bounds_the_wait():
 def test_rigid_jobs_are_not_moved():
     js = simulate([(1800, 1, 7200)], window_s=0)
     assert js[0].first_start_s == 1800
+
+
+def test_forecasts_know_only_the_past(tmp_path):
+    from kraft.signals.forecast import Oracle, RecentDays, make_forecast
+
+    # two days of history: day 1 flat 100 but 10 at 03:00; day 2 flat 50
+    values = np.array([100.0] * 3 + [10.0] + [100.0] * 20 + [50.0] * 24 + [200.0] * 24)
+    now = 48 * 3600.0  # the start of day 3, whose true values (200) only its first hour shows
+    assert Oracle().window(values, now, 4).tolist() == [200.0] * 4
+    f = RecentDays(2).window(values, now, 5)
+    assert f[0] == 200.0  # this hour is observed
+    assert f[1:].tolist() == [75.0, 75.0, 30.0, 75.0]  # means of the same hour on days 1 and 2
+    shift = SignalShift({"s1": values}, forecast=RecentDays(2))
+    ts = {"a": tenant("a")}
+    [job] = jobs([(now, 1, 3600)], ts, flex_window_s=6 * 3600)
+    job.pools = tuple(ClusterState(fleet()).pools)
+    start, why = shift.plan(job, now)
+    assert start == now + 3 * 3600 and "recent-days-2 forecast" in why  # 03:00: 30 expected
+    # issued forecasts from a file: the latest issued at or before now answers
+    path = tmp_path / "fc.csv"
+    path.write_text("issued_at,timestamp,value\n"
+                    "2024-01-03T00:00,2024-01-03T00:00,1\n2024-01-03T00:00,2024-01-03T01:00,2\n"
+                    "2024-01-03T01:00,2024-01-03T01:00,9\n2024-01-03T01:00,2024-01-03T02:00,3\n")
+    fc = make_forecast(f"file:{path}")
+    assert fc.window(values, now, 3).tolist() == [200.0, 2.0, 2.0]  # issued at 00:00
+    assert fc.window(values, now + 3600, 3).tolist() == [200.0, 3.0, 3.0]  # issued at 01:00
+    with pytest.raises(ValueError, match="needs columns issued_at, timestamp, value"):
+        (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+        make_forecast(f"file:{tmp_path / 'bad.csv'}")

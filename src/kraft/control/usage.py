@@ -13,7 +13,7 @@ import time
 from datetime import UTC, datetime
 
 import numpy as np
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 
 from kraft.cluster.state import ClusterState
 from kraft.control.store import AttemptRow, JobRow, TenantRow
@@ -121,9 +121,8 @@ class LiveBooks:
                 label = datetime.fromtimestamp(day + rec.origin_s, UTC).date().isoformat()
                 keys[label] = {c: float(v.sum()) for c, v in cols.items()}
                 day += DAY_S
-            section = None
         else:
-            section, cols = books(rec, self.cluster, self.inputs, (t0, t1))
+            _, cols = books(rec, self.cluster, self.inputs, (t0, t1))
             if by == "tenant":
                 labels = [rec.job_tenant[j] for j in rec.job]
             elif by == "site":
@@ -142,10 +141,13 @@ class LiveBooks:
                "carbon_basis": {"location": "grid zone hourly intensity, life-cycle",
                                 "market": "site contract factor (GHG Protocol scope 2)"},
                "signal_year": self.inputs.signal_year}
-        if with_sites:
-            if section is None:
-                section, _ = books(rec, self.cluster, self.inputs, (t0, t1))
-            out["sites"] = section["per_site"]
+        if with_sites:  # the sites' own books start with the first attempt on record:
+            # before it the site was not Kraft's to account for
+            first = s.scalar(select(func.min(AttemptRow.start_s)))
+            lo = max(t0, (first if first is not None else until_s) - rec.origin_s)
+            sites, _ = books(rec, self.cluster, self.inputs, (min(lo, t1), t1))
+            out["sites"] = sites["per_site"]
+            out["sites_since"] = _iso(min(lo, t1) + rec.origin_s)
         return out
 
 

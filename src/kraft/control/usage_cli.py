@@ -25,12 +25,22 @@ from kraft.control.cli import (
     console,
 )
 
-COLUMNS = (("gpu_hours", "GPU-h", "{:,.2f}"), ("it_kwh", "IT kWh", "{:,.2f}"),
-           ("facility_kwh", "facility kWh", "{:,.2f}"),
-           ("carbon_location_kg", "kgCO2e location", "{:,.3f}"),
-           ("carbon_market_kg", "kgCO2e market", "{:,.3f}"),
-           ("energy_cost_eur", "energy EUR", "{:,.2f}"),
-           ("gpu_hour_charge_eur", "GPU-hour EUR", "{:,.2f}"))
+
+class _Figure:
+    """Two decimals from 1 up, four significant digits below (a short job's kgCO2e)."""
+
+    @staticmethod
+    def format(v: float) -> str:
+        return f"{v:,.2f}" if abs(v) >= 1 or v == 0 else f"{v:.4g}"
+
+
+FIG = _Figure()
+COLUMNS = (("gpu_hours", "GPU-h", FIG), ("it_kwh", "IT kWh", FIG),
+           ("facility_kwh", "facility kWh", FIG),
+           ("carbon_location_kg", "kgCO2e location", FIG),
+           ("carbon_market_kg", "kgCO2e market", FIG),
+           ("energy_cost_eur", "energy EUR", FIG),
+           ("gpu_hour_charge_eur", "GPU-hour EUR", FIG))
 Since = Annotated[Optional[str], typer.Option(help="ISO date or time, UTC (default: the first "
                                                    "of this month)")]
 Until = Annotated[Optional[str], typer.Option(help="ISO date or time, UTC (default: now)")]
@@ -69,7 +79,9 @@ def show(data: dict, output: str, export: Path | None) -> None:
     console.print(table)
     if data.get("sites"):
         sites = Table("site", "zone", "IT kWh", "idle IT kWh", "facility kWh", "PUE",
-                      "kgCO2e location", "kgCO2e market", title="the sites' own books",
+                      "kgCO2e location", "kgCO2e market",
+                      title=f"the sites' own books, from {data['sites_since'][:16]} UTC "
+                            f"(the first attempt on record)",
                       title_justify="left")
         for name, g in data["sites"].items():
             sites.add_row(name, g["grid_zone"], f"{g['it_kwh']:,.2f}",
@@ -109,13 +121,16 @@ def usage(since: Since = None, until: Until = None, by: ByOpt = "tenant",
 
 
 def attempts_table(rows: list[dict]) -> Table:
-    table = Table("attempt", "site", "GPUs", "start (UTC)", "end", "ended",
-                  *(label for _, label, _ in COLUMNS), title="attempts and their books",
-                  title_justify="left")
-    for a in rows:
-        table.add_row(str(a["attempt"]), Text(a["site"]), str(a["gpus"]),
-                      a["start"][:19], (a["end"] or "")[:19], a["ended"],
-                      *(fmt.format(a[c]) for c, _, fmt in COLUMNS))
+    """One column per attempt (a job has few), one row per figure: readable at 80 columns."""
+    table = Table("", *(f"attempt {a['attempt']}" for a in rows), title="attempts and their "
+                  "books (modelled power)", title_justify="left")
+    table.add_row("site", *(Text(a["site"]) for a in rows))
+    table.add_row("GPUs", *(str(a["gpus"]) for a in rows))
+    table.add_row("start (UTC)", *(a["start"][:19].replace("T", " ") for a in rows))
+    table.add_row("end (UTC)", *((a["end"] or "running")[:19].replace("T", " ") for a in rows))
+    table.add_row("ended", *(a["ended"] for a in rows))
+    for key, label, fmt in COLUMNS:
+        table.add_row(label, *(fmt.format(a[key]) for a in rows))
     return table
 
 

@@ -146,6 +146,9 @@ class Scheduler:
                 job.reason = why
                 heapq.heappush(self.deferred, (start_s, job.id, job))
                 return None
+            self._enqueue(job, now)
+            job.reason = why  # not deferred: why not, said as the twin says it
+            return None
         self._enqueue(job, now)
         return None
 

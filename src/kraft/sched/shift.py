@@ -64,6 +64,10 @@ class SignalShift:
         """When `job` should start, and why."""
         start, then, at_once = self.best(job, now)
         unit = "g/kWh" if self.by == "carbon" else "EUR/MWh"
+        if start <= now:
+            return start, (f"waiting: queued, not deferred: {self.by} {at_once:.0f} {unit} over "
+                           f"its run if started now, the lowest in its window "
+                           f"({self.forecast.name} forecast)")
         when = (f"t={start:.0f}s" if not self.origin_s else
                 datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d %H:%M UTC"))
         return start, (f"waiting: deferred to {when}, {self.by} {then:.0f} {unit} over its "

@@ -12,9 +12,12 @@ A forecast is asked at time `now` (seconds on the series' clock: hour h is value
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import pyarrow as pa
 
 
 class Forecast(Protocol):
@@ -90,10 +93,61 @@ class SeriesForecast:
         return out
 
 
+def load_forecast_file(path: Path) -> SeriesForecast:
+    """A CSV of issued forecasts: `issued_at,timestamp,value` (ISO 8601, UTC unless an offset
+    is given; one row per forecast hour). Hours count from 1 January of the first issue's
+    year, as the live clock's do (kraft.record)."""
+    import pyarrow.csv as pacsv
+
+    try:
+        table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+            column_types={"issued_at": pa.string(), "timestamp": pa.string(),
+                          "value": pa.float64()}))
+    except (OSError, pa.ArrowInvalid) as e:
+        raise ValueError(f"forecast file {path}: {e}") from None
+    missing = {"issued_at", "timestamp", "value"} - set(table.column_names)
+    if missing:
+        raise ValueError(f"forecast file {path}: needs columns issued_at, timestamp, value; "
+                         f"missing {', '.join(sorted(missing))}")
+
+    def hours(col: str) -> np.ndarray:
+        out = []
+        for text in table[col].to_pylist():
+            d = datetime.fromisoformat(text)
+            out.append((d if d.tzinfo else d.replace(tzinfo=UTC)).timestamp())
+        return np.array(out)
+
+    issued, at, values = hours("issued_at"), hours("timestamp"), table["value"].to_numpy()
+    if not len(issued):
+        raise ValueError(f"forecast file {path}: no rows")
+    origin = datetime(datetime.fromtimestamp(issued.min(), UTC).year, 1, 1,
+                      tzinfo=UTC).timestamp()
+    by_issue: dict[int, dict[int, float]] = {}
+    for i, t, v in zip(((issued - origin) // 3600).astype(int),
+                       ((at - origin) // 3600).astype(int), values):
+        if t >= i:
+            by_issue.setdefault(int(i), {})[int(t)] = float(v)
+    issued_arrays = {}
+    for i, rows in by_issue.items():
+        first, last = i, max(rows)
+        arr = np.full(last - first + 1, np.nan)
+        for t, v in rows.items():
+            arr[t - first] = v
+        # gaps: the hour before's forecast (forward fill), else the next one given
+        for k in range(1, len(arr)):
+            if np.isnan(arr[k]):
+                arr[k] = arr[k - 1]
+        arr[np.isnan(arr)] = np.nanmean(arr) if np.isfinite(arr).any() else 0.0
+        issued_arrays[i] = arr
+    return SeriesForecast(issued_arrays, f"file {path.name}")
+
+
 def make_forecast(name: str) -> Forecast:
-    """`oracle`, or `recent-days[-N]` (N days, default 7)."""
+    """`oracle`, `recent-days[-N]` (N days, default 7) or `file:PATH` (issued forecasts)."""
     if name == "oracle":
         return Oracle()
+    if name.startswith("file:"):
+        return load_forecast_file(Path(name.removeprefix("file:")))
     if name.startswith("recent-days"):
         rest = name.removeprefix("recent-days").lstrip("-")
         try:
@@ -101,4 +155,5 @@ def make_forecast(name: str) -> Forecast:
         except ValueError:
             pass
     raise ValueError(f"forecast {name!r}? Use oracle (the recorded series: a replay's perfect "
-                     f"forecast) or recent-days[-N] (the same hour over the last N days)")
+                     f"forecast), recent-days[-N] (the same hour over the last N days) or "
+                     f"file:PATH (forecasts issued ahead, CSV issued_at,timestamp,value)")

@@ -1,0 +1,103 @@
+"""Does the live step slow down as finished jobs pile up? Recorded in
+bench/results/live-step-<db>.json.
+
+    python bench/live_step.py [--db postgresql://postgres@127.0.0.1:5432/postgres]
+                              [--rounds 8] [--batch 5000]
+
+The live ControlPlane on the philly fleet (2,816 GPUs) with the executor that runs nothing
+and an injected clock: each round inserts `batch` one-GPU jobs of 60 s, steps the loop until
+all have run (every start and end is a real database write: job row, event, attempt row),
+and times the steps. The figure is the mean step time of the last round against the first
+(the baseline): 1.0 means the step does not grow with the finished jobs (8 x 5,000 = 40,000
+finished by the last round).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import insert
+
+RESULTS = Path(__file__).parent / "results"
+
+
+class Clock:
+    t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--db", default=None)
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--batch", type=int, default=2000)
+    a = ap.parse_args()
+
+    from kraft.control.service import ControlPlane
+    from kraft.control.store import JobRow, TenantRow, make_engine, migrate, sessions
+    from kraft.exec.null import NullExecutor
+    from kraft.spec.load import load_fleet
+    from kraft.spec.models import JobSpec, TenantSpec
+
+    if a.db:
+        import psycopg
+
+        name = f"kraft_bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(a.db, autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{name}"')
+        url = a.db.rsplit("/", 1)[0] + f"/{name}"
+    else:
+        url = f"sqlite:///{tempfile.mkdtemp()}/kraft.db"
+    engine = make_engine(url)
+    migrate(engine)
+    Session = sessions(engine)
+    with Session() as s:
+        s.add(TenantRow(name="acme", spec=TenantSpec(name="acme").model_dump(mode="json")))
+        s.commit()
+    clock = Clock()
+    plane = ControlPlane(load_fleet("philly"), engine, NullExecutor(clock), clock=clock)
+    plane.recover(0.0)
+    spec = JobSpec(tenant="acme", gpus=1, command=["sleep", "60"]).model_dump(mode="json")
+    rounds = []
+    for r in range(a.rounds):
+        with Session() as s:
+            s.execute(insert(JobRow.__table__), [
+                dict(tenant="acme", name=f"j{r}-{k}", state="pending", spec=spec,
+                     submitted_s=clock.t) for k in range(a.batch)])
+            s.commit()
+        steps = []
+        while True:
+            t0 = time.perf_counter()
+            plane.step(clock.t)
+            steps.append(time.perf_counter() - t0)
+            if not plane.jobs:
+                break
+            clock.t += 30.0
+        rounds.append({"round": r, "finished_before": r * a.batch, "steps": len(steps),
+                       "mean_step_ms": round(statistics.mean(steps) * 1e3, 2),
+                       "p50_step_ms": round(statistics.median(steps) * 1e3, 2)})
+        print(f"round {r}: {r * a.batch:,} finished before, {len(steps)} steps, "
+              f"mean {rounds[-1]['mean_step_ms']} ms", flush=True)
+    ratio = rounds[-1]["mean_step_ms"] / rounds[0]["mean_step_ms"]
+    print(f"last round / first: {ratio:.2f} (1.0: the step does not grow with finished jobs)")
+    out = {"db": engine.dialect.name, "fleet": "philly (2,816 GPUs)", "batch": a.batch,
+           "rounds": rounds, "last_over_first": round(ratio, 3),
+           "baseline": "the first round (no finished jobs)", "python": sys.version.split()[0],
+           "at": time.strftime("%Y-%m-%d")}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"live-step-{engine.dialect.name}.json").write_text(
+        json.dumps(out, indent=2) + "\n")
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
