@@ -19,12 +19,14 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
@@ -60,9 +62,15 @@ class TokenRow(Base):
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+_LIVE_CANCEL = text("cancel_requested AND state NOT IN "
+                    "('succeeded', 'failed', 'cancelled', 'rejected')")
+
+
 class JobRow(Base):
     __tablename__ = "jobs"
-    __table_args__ = (UniqueConstraint("tenant", "idempotency_key"),)
+    __table_args__ = (UniqueConstraint("tenant", "idempotency_key"),
+                      Index("ix_jobs_cancel_live", "id", postgresql_where=_LIVE_CANCEL,
+                            sqlite_where=_LIVE_CANCEL))
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     tenant: Mapped[str] = mapped_column(ForeignKey("tenants.name"), index=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
