@@ -43,7 +43,8 @@ class CheckedScheduler(Scheduler):
         for node, free in enumerate(cluster.node_free):
             size = cluster.pools[cluster.node_pool[node]].gpus_per_node
             assert used[node] + free == size, f"node {node}: GPUs allocated twice or lost"
-        assert cluster.free_gpus == sum(cluster.node_free)
+        assert cluster.free_gpus == sum(f for f, up in zip(cluster.node_free, cluster.node_up)
+                                        if up)
         for power in cluster.site_power:  # recomputed from scratch, from the catalog
             host = 1 + power.site.host_overhead_share
             draw_w = sum(

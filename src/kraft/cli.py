@@ -519,9 +519,7 @@ def report_eed(
         from kraft.control.usage_cli import live_eed
 
         year = period or dt.datetime.now(dt.UTC).year
-        fleet = fleet or "local"
-        res, said = live_eed(fleet, data_dir, db, None, year)
-        res["fleet"] = load_fleet(fleet).name
+        res, said, fleet_spec = live_eed(fleet, data_dir, db, None, year)
     else:
         path = results / "results.json"
         if not path.exists():
@@ -533,7 +531,7 @@ def report_eed(
         if period is not None and period != year:
             _fail(f"{path}: the run used signal year {year}, not {period}")
         said = f"simulated period mapped onto {year}"
-    fleet_spec = load_fleet(fleet or res["fleet"])
+        fleet_spec = load_fleet(fleet or res["fleet"])
     contracts = {s.name: {"renewable_share": s.contract.renewable_share}
                  for s in fleet_spec.sites}
     rows = eed_indicators(res, contracts)

@@ -67,6 +67,8 @@ class ClusterState:
         self.node_pool: list[int] = []
         self.node_pod: list[int] = []
         self.node_name: list[str] = []
+        # False: drained or down, takes no new work (its running jobs go on until they end)
+        self.node_up: list[bool] = []
         self.pod_name: list[str] = []
         self.pools: list[Pool] = []
         self.site_power: list[SitePower] = []
@@ -96,6 +98,7 @@ class ClusterState:
                         for _ in range(group.count):
                             node = len(self.node_free)
                             self.node_free.append(group.gpus)
+                            self.node_up.append(True)
                             self.node_pool.append(pool.index)
                             self.node_pod.append(pod)
                             # site/pod-nNNN: pods of two sites may share a name
@@ -180,12 +183,49 @@ class ClusterState:
         for node, k in placement:
             self._change(node, k)
 
+    def set_up(self, node: int, up: bool) -> None:
+        """Take a node out of placement (drained, down) or put it back. Its free GPUs leave
+        or rejoin the indexes and the free counts; allocated GPUs stay booked until their jobs
+        end, and their power stays in the site's budget."""
+        if self.node_up[node] == up:
+            return
+        pool = self.pools[self.node_pool[node]]
+        free = self.node_free[node]
+        sign = 1 if up else -1
+        if up:
+            self.node_up[node] = True
+            pool.by_free[free][node] = None
+        else:
+            del pool.by_free[free][node]
+        if free == pool.gpus_per_node:
+            self._idle_change(pool, node, idle=up)
+        pool.free_gpus += sign * free
+        self.free_gpus += sign * free
+        if not up:
+            self.node_up[node] = False
+
+    def _idle_change(self, pool: Pool, node: int, idle: bool) -> None:
+        pod = self.node_pod[node]
+        members = pool.pod_idle[pod]
+        del pool.pods_by_idle[len(members)][pod]
+        if idle:
+            members[node] = None
+            pool.idle_nodes += 1
+        else:
+            del members[node]
+            pool.idle_nodes -= 1
+        pool.pods_by_idle[len(members)][pod] = None
+
     def _change(self, node: int, delta: int) -> None:
         pool = self.pools[self.node_pool[node]]
         old = self.node_free[node]
         new = old + delta
         if new < 0 or new > pool.gpus_per_node:
             raise RuntimeError(f"node {self.node_name[node]}: free GPUs would become {new}")
+        if not self.node_up[node]:  # out of placement: only its count and power change
+            self.node_free[node] = new
+            pool.power.headroom_w += delta * pool.extra_w_per_gpu
+            return
         g = pool.gpus_per_node
         del pool.by_free[old][node]
         pool.by_free[new][node] = None
@@ -194,16 +234,7 @@ class ClusterState:
         self.free_gpus += delta
         pool.power.headroom_w += delta * pool.extra_w_per_gpu
         if old == g or new == g:
-            pod = self.node_pod[node]
-            idle = pool.pod_idle[pod]
-            del pool.pods_by_idle[len(idle)][pod]
-            if old == g:
-                del idle[node]
-                pool.idle_nodes -= 1
-            else:
-                idle[node] = None
-                pool.idle_nodes += 1
-            pool.pods_by_idle[len(idle)][pod] = None
+            self._idle_change(pool, node, idle=new == g)
 
     def node_index(self) -> dict[str, int]:
         """Node name -> index; also the name a single-site fleet's records used before

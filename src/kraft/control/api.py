@@ -29,6 +29,7 @@ from kraft.control.dashboard import add_dashboard
 from kraft.control.guard import BodyGuard
 from kraft.control.intake import WAITING, Intake, Submission
 from kraft.control.metrics import FleetCollector, render
+from kraft.control.nodes_api import add_node_routes
 from kraft.control.service import run_loop
 from kraft.control.store import (
     AuditRow,
@@ -312,7 +313,8 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
         with Session() as s:
             rows = s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit))
             return [{"at": _iso(r.at), "actor": r.actor, "action": r.action,
-                     "target": r.target, "address": r.address} for r in rows]
+                     "target": r.target, "address": r.address, "detail": r.detail}
+                    for r in rows]
 
     collector = FleetCollector(fleet, Session) if fleet is not None else None
 
@@ -323,6 +325,8 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
         return Response(render(collector), media_type=CONTENT_TYPE_LATEST)
 
     live_books = LiveBooks(fleet) if fleet is not None else None
+    add_node_routes(app, engine, Session, Operator,
+                    live_books.cluster if live_books is not None else None)
     add_usage_routes(app, Session, Tenant, Operator, own, live_books)
     add_dashboard(app, Session, Operator, collector)
     add_inference_routes(app, engine, Tenant, audit, gateway)

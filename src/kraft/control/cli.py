@@ -130,6 +130,7 @@ def serve(
     from kraft.cli_shared import scheduling_options
     from kraft.control.api import create_app
     from kraft.control.auth import ensure_operator_token
+    from kraft.control.nodes import remember_fleet
     from kraft.control.service import ControlPlane
     from kraft.control.store import TenantRow, sessions
     from kraft.spec.load import SpecError, load_fleet, load_tenants
@@ -149,6 +150,7 @@ def serve(
         for spec in tenant_specs:
             if s.get(TenantRow, spec.name) is None:
                 s.add(TenantRow(name=spec.name, spec=spec.model_dump(mode="json")))
+        remember_fleet(s, fleet_spec)  # for the operator's commands (kraft nodes, usage)
         s.commit()
     token = ensure_operator_token(data_dir)
     if token:
@@ -464,11 +466,13 @@ def service_delete(name: str) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    from kraft.control.nodes_cli import node_app, nodes
     from kraft.control.usage_cli import register_admin, usage
 
     app.add_typer(service_app, name="service")
     app.command()(serve)
     register_admin(admin_app)
+    admin_app.add_typer(node_app, name="node")
     app.add_typer(admin_app, name="admin")
-    for fn in (submit, jobs, job, cancel, logs, usage):
+    for fn in (submit, jobs, job, cancel, logs, usage, nodes):
         app.command()(fn)

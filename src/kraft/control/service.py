@@ -30,6 +30,7 @@ from kraft.control.store import (
     AttemptRow,
     EventRow,
     JobRow,
+    NodeRow,
     TenantRow,
     as_utc,
     sessions,
@@ -97,6 +98,7 @@ class ControlPlane:
         self.launched_s: dict[int, float] = {}  # wall clock of each running attempt's launch
         self.gpus_used: dict[int, set[int]] = defaultdict(set)  # node -> GPU indices in use
         self.written_reason: dict[int, str] = {}  # last reason stored, per waiting job
+        self.node_marks: dict[int, tuple[str, bool]] = {}  # drained/down nodes: state, evict
         self.reasons_at = 0.0
         self.services_at = 0.0
 
@@ -115,15 +117,17 @@ class ControlPlane:
     def _at(self) -> datetime:
         return datetime.fromtimestamp(self.now, UTC)
 
-    def _move(self, session, row: JobRow, to: str, detail: str = "") -> None:
+    def _move(self, session, row: JobRow, to: str, detail: str = "",
+              ended: str | None = None) -> None:
         """A state change, on record; leaving `running` closes the attempt's record row in
-        the same transaction (kraft.record: how it ended, and when)."""
+        the same transaction (kraft.record: how it ended — `ended`, else the new state — and
+        when)."""
         session.add(EventRow(job_id=row.id, at=self._at(), from_state=row.state, to_state=to,
                              detail=detail))
         if row.state == "running" and to != "running":
             session.execute(update(AttemptRow).where(AttemptRow.job_id == row.id,
                                                      AttemptRow.attempt == row.attempt)
-                            .values(end_s=self.now, ended=to))
+                            .values(end_s=self.now, ended=ended or to))
         row.state = to
         row.reason = detail or row.reason
 
@@ -323,6 +327,7 @@ class ControlPlane:
             self._cancels(s, now)
             self._reap()
             s.commit()
+            self._nodes(s, now)
             self._launch_waiting(s, now)
             t0 = time.perf_counter()
             decisions = self.sched.cycle(now)
@@ -331,6 +336,34 @@ class ControlPlane:
             if now - self.reasons_at >= 1.0:  # waiting reasons: fresh to the second
                 self._reasons(s)
                 self.reasons_at = now
+
+    def _nodes(self, s, now: float) -> None:
+        """Apply the operator's drains, downs and resumes (kraft.control.nodes): a node out of
+        placement takes no new work; with `evict` (drain --now, down) its jobs are stopped
+        and requeued from their last checkpoint, a down node's counted as failures."""
+        marks = {}
+        for name, state, evict, reason in s.execute(select(NodeRow.name, NodeRow.state,
+                                                           NodeRow.evict, NodeRow.reason)):
+            node = self.node_index.get(name)
+            if node is not None:
+                marks[node] = (state, evict, reason)
+        if marks.keys() == self.node_marks.keys() and all(
+                self.node_marks[n] == m[:2] for n, m in marks.items()):
+            return
+        for node in self.node_marks.keys() - marks.keys():
+            self.sched.set_node_up(node, True)
+        decisions = []
+        for node, (state, evict, reason) in marks.items():
+            if self.node_marks.get(node) == (state, evict):
+                continue
+            self.sched.set_node_up(node, False)
+            if evict:
+                what = "down" if state == "down" else "drained by the operator"
+                why = f"node {self.cluster.node_name[node]} {what} ({reason})"
+                decisions += self.sched.evict(node, now, why, failure=state == "down")
+        self.node_marks = {n: m[:2] for n, m in marks.items()}
+        self._apply(s, decisions, now)
+        s.commit()
 
     def _refusal(self, s, tenant: str) -> str | None:
         """Why a job of `tenant` may not run on a service that cannot isolate tenants."""
@@ -424,11 +457,12 @@ class ControlPlane:
     def _apply(self, s, decisions, now: float) -> None:
         for d in decisions:
             row = s.get(JobRow, d.job.id)
-            if d.kind == "preempt":
+            if d.kind in ("preempt", "fail"):
                 if self.launching.pop(row.id, None) is not None:
                     row.reason = d.reason  # never launched: nothing to stop
                     continue
-                self._move(s, row, "preempted", d.reason)
+                self._move(s, row, "preempted", d.reason,
+                           ended="failed" if d.kind == "fail" else None)
                 self._move(s, row, "admitted", d.reason)
                 s.commit()
                 self._release(row.id)

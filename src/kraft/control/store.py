@@ -135,6 +135,28 @@ class EventRow(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
 
 
+class NodeRow(Base):
+    """A node taken out of placement by the operator: drained (no new work; with `evict`, its
+    jobs were preempted) or down (its jobs requeued as failures). No row: the node is up."""
+
+    __tablename__ = "nodes"
+    name: Mapped[str] = mapped_column(String(300), primary_key=True)  # site/pod-nNNN
+    state: Mapped[str] = mapped_column(String(20))  # "drain" | "down"
+    reason: Mapped[str] = mapped_column(Text, default="")
+    by: Mapped[str] = mapped_column(String(100), default="operator")
+    evict: Mapped[bool] = mapped_column(Boolean, default=False)
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SettingRow(Base):
+    """What `kraft serve` runs with, for the operator's commands on the host: `fleet` (the
+    served fleet spec)."""
+
+    __tablename__ = "settings"
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[dict] = mapped_column(JSON)
+
+
 class AuditRow(Base):
     """Append-only: the service never updates or deletes a row here."""
 
@@ -145,6 +167,7 @@ class AuditRow(Base):
     action: Mapped[str] = mapped_column(String(100))
     target: Mapped[str] = mapped_column(String(200), default="")
     address: Mapped[str] = mapped_column(String(100), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")  # the operator's reason
 
 
 def write_lock(engine: Engine):

@@ -136,11 +136,13 @@ def attempts_table(rows: list[dict]) -> Table:
 
 def admin_usage(since: Since = None, until: Until = None, by: ByOpt = "tenant",
                 tenant: Annotated[Optional[str], typer.Option(help="one tenant")] = None,
-                fleet: Annotated[str, typer.Option(help="the served fleet")] = "local",
+                fleet: Annotated[Optional[str], typer.Option(
+                    help="the served fleet (default: the one kraft serve keeps on record)")]
+                = None,
                 data_dir: DataDir = DEFAULT_HOME, db: Db = None, db_file: DbFile = None,
                 output: Output = "table", export: Export = None) -> None:
     """Every tenant's usage (or one's) and the sites' own books, from the database."""
-    data = _live_usage(fleet, data_dir, db, db_file, since, until, by, tenant)
+    data, _ = _live_usage(fleet, data_dir, db, db_file, since, until, by, tenant)
     show(data, output, export)
 
 
@@ -152,23 +154,28 @@ def _live_usage(fleet, data_dir, db, db_file, since, until, by, tenant,
                 period: tuple[float, float] | None = None) -> dict:
     import time
 
+    from kraft.control.nodes import served_fleet
     from kraft.control.store import sessions
     from kraft.control.usage import LiveBooks, parse_time
     from kraft.control.usage_api import month_start
     from kraft.spec.load import SpecError, load_fleet
 
     try:
-        fleet_spec = load_fleet(fleet)
         now = time.time()
         a, b = period or (parse_time(since, month_start(now)), parse_time(until, now))
         with sessions(_engine(data_dir, db, db_file))() as s:
-            return LiveBooks(fleet_spec).usage(s, a, b, by, tenant, with_sites=True)
+            fleet_spec = load_fleet(fleet) if fleet else served_fleet(s)
+            if fleet_spec is None:
+                _fail("no fleet on record: give --fleet, or start kraft serve once")
+            return (LiveBooks(fleet_spec).usage(s, a, b, by, tenant, with_sites=True),
+                    fleet_spec)
     except (SpecError, ValueError) as e:
         _fail(str(e))
 
 
-def live_eed(fleet: str, data_dir, db, db_file, year: int) -> tuple[dict, str]:
-    """The EED indicators of `year` from what ran live: (rows by site, the period said)."""
+def live_eed(fleet: str | None, data_dir, db, db_file, year: int):
+    """The books of `year` from what ran live, for the EED indicators: (the results' energy
+    section, the period said, the fleet)."""
     import time
     from datetime import UTC, datetime
 
@@ -183,7 +190,8 @@ def live_eed(fleet: str, data_dir, db, db_file, year: int) -> tuple[dict, str]:
     if first is None or first >= end:
         raise ValueError(f"no job ran live in {year}")
     start = max(start, first)  # from the first record on: before it the site was not Kraft's
-    data = _live_usage(fleet, data_dir, db, db_file, None, None, "site", None, (start, end))
+    data, fleet_spec = _live_usage(fleet, data_dir, db, db_file, None, None, "site", None,
+                                   (start, end))
     said = (f"live record {datetime.fromtimestamp(start, UTC):%Y-%m-%d %H:%M} to "
             f"{datetime.fromtimestamp(end, UTC):%Y-%m-%d %H:%M} UTC")
-    return {"energy": {"per_site": data["sites"]}}, said
+    return {"energy": {"per_site": data["sites"]}, "fleet": fleet_spec.name}, said, fleet_spec

@@ -46,7 +46,7 @@ class SchedulerConfig:
 
 
 class Decision(NamedTuple):
-    kind: str  # "start" | "preempt" | "reject"
+    kind: str  # "start" | "preempt" | "fail" (its node was lost) | "reject"
     job: Job
     reason: str
     pool: Pool | None = None  # where a started job runs, or a preempted one ran
@@ -514,6 +514,34 @@ class Scheduler:
         self._interrupt(job, now)
         job.failures += 1
         job.reason = "waiting: restarting after a hardware failure"
+
+    # ---- nodes -----------------------------------------------------------------------------
+
+    def set_node_up(self, node: int, up: bool) -> None:
+        """A drained or down node takes no new work; its running jobs are left alone (evict
+        them to stop them)."""
+        self.cluster.set_up(node, up)
+
+    def jobs_on(self, node: int) -> list[Job]:
+        return [j for j in self.running.values() if any(n == node for n, _ in j.placement)]
+
+    def evict(self, node: int, now: float, reason: str, failure: bool = False
+              ) -> list[Decision]:
+        """Stop every job running on `node` (an operator's drain --now, or the node is
+        lost): each keeps its work up to its last checkpoint and requeues; a loss counts as
+        a failure, as a hardware failure in the twin does. Returns the decisions (preempt, or
+        fail for a lost node)."""
+        out = []
+        for job in self.jobs_on(node):
+            pool, placement, attempt = job.pool, job.placement, job.epoch
+            if failure:
+                self.fail(job, now)
+                job.reason = f"waiting: {reason}: requeued from its last checkpoint"
+            else:
+                self._preempt(job, now, f"waiting: preempted: {reason}")
+            out.append(Decision("fail" if failure else "preempt", job, job.reason, pool,
+                                placement, attempt))
+        return out
 
     def _preempt(self, job: Job, now: float, reason: str) -> None:
         """Stop a running job; it keeps the work up to its last checkpoint and requeues."""

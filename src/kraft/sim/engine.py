@@ -167,10 +167,11 @@ class Simulator:
                         if fail_s < job.end_s:
                             seq += 1
                             heapq.heappush(heap, (fail_s, FAIL, seq, job, job.epoch))
-                elif d.kind == "preempt":
+                elif d.kind in ("preempt", "fail"):
                     k = index[id(job)]
                     segments.add(k, d.attempt, d.pool.index, job.gpus, d.placement,
-                                 started_at.pop(k), now, "preempted")
+                                 started_at.pop(k), now,
+                                 "failed" if d.kind == "fail" else "preempted")
             wake = sched.next_wakeup()
             if wake is not None and wake > now and wake != wakeup_at:
                 wakeup_at = wake

@@ -1,0 +1,232 @@
+"""Drained and down nodes: out of placement, their running jobs untouched until they end or
+are evicted; the cluster's indexes stay exact under any mix of starts, ends, drains, resumes."""
+
+from __future__ import annotations
+
+from helpers import fleet, jobs, tenant
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kraft.cluster.state import ClusterState
+from kraft.sched.policy import make_policy
+from kraft.sched.scheduler import Scheduler
+
+
+def check(cluster: ClusterState) -> None:
+    """Every index recomputed from the node counts and states."""
+    for pool in cluster.pools:
+        g = pool.gpus_per_node
+        up = [n for n in pool.nodes if cluster.node_up[n]]
+        for k in range(g + 1):
+            assert set(pool.by_free[k]) == {n for n in up if cluster.node_free[n] == k}
+        idle = {n for n in up if cluster.node_free[n] == g}
+        assert pool.idle_nodes == len(idle)
+        for pod, members in pool.pod_idle.items():
+            assert set(members) == {n for n in idle if cluster.node_pod[n] == pod}
+            assert pod in pool.pods_by_idle[len(members)]
+        assert pool.free_gpus == sum(cluster.node_free[n] for n in up)
+    assert cluster.free_gpus == sum(p.free_gpus for p in cluster.pools)
+
+
+ops = st.lists(st.tuples(st.sampled_from(["place", "release", "down", "up"]),
+                         st.integers(0, 7), st.sampled_from([1, 2, 3, 4, 6, 8])), max_size=60)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops)
+def test_indexes_stay_exact_and_down_nodes_take_nothing(seq):
+    cluster = ClusterState(fleet(nodes=4, gpus=4, pods=2))
+    held = []
+    for op, node, gpus in seq:
+        if op == "place":
+            placement = cluster.place(cluster.pools[0], gpus)
+            if placement is not None:
+                assert all(cluster.node_up[n] for n, _ in placement), "placed on a down node"
+                cluster.allocate(placement)
+                held.append(placement)
+        elif op == "release" and held:
+            cluster.release(held.pop(node % len(held)))
+        elif op in ("down", "up"):
+            cluster.set_up(node, op == "up")
+        check(cluster)
+    for placement in held:
+        cluster.release(placement)
+    for n in range(len(cluster.node_up)):
+        cluster.set_up(n, True)
+    check(cluster)
+    assert cluster.free_gpus == cluster.total_gpus
+
+
+def test_a_drained_node_finishes_its_work_and_takes_none():
+    ts = {"a": tenant("a")}
+    cluster = ClusterState(fleet(nodes=2, gpus=4))
+    sched = Scheduler(cluster, ts.values(), make_policy("fifo"))
+    first, second, third = jobs([(0, 4, 100), (0, 4, 100), (0, 4, 100)], ts)
+    for j in (first, second):
+        sched.submit(j, 0)
+    sched.cycle(0)
+    node = first.placement[0][0]
+    sched.set_node_up(node, False)  # drain: the job on it runs on
+    assert first.state.value == "running" and sched.jobs_on(node) == [first]
+    sched.finish(first, 100)
+    sched.submit(third, 100)
+    assert sched.cycle(100) == []  # its GPUs are free but the node is drained
+    assert third.state.value == "waiting" and cluster.free_gpus == 0
+    sched.set_node_up(node, True)
+    [start] = sched.cycle(100)
+    assert start.job is third and start.placement[0][0] == node
+
+
+def test_evicting_a_node_requeues_its_jobs_from_their_checkpoint():
+    ts = {"a": tenant("a")}
+    cluster = ClusterState(fleet(nodes=2, gpus=4))
+    sched = Scheduler(cluster, ts.values(), make_policy("fifo"))
+    [job] = jobs([(0, 8, 1000)], ts, checkpoint_interval_s=100)
+    sched.submit(job, 0)
+    sched.cycle(0)
+    node = job.placement[1][0]
+    sched.set_node_up(node, False)
+    [gone] = sched.evict(node, 250, "node down", failure=True)
+    assert gone.kind == "fail" and gone.job is job and gone.attempt == 1
+    assert job.progress_s == 200 and job.failures == 1 and job.state.value == "waiting"
+    assert sched.cycle(250) == []  # a gang of 8 no longer fits on the 4 GPUs left up
+
+
+# ---- live: the operator drains, downs and resumes nodes through the API -------------------
+
+import time  # noqa: E402
+
+import pytest  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+from kraft.control.api import create_app  # noqa: E402
+from kraft.control.auth import ensure_operator_token  # noqa: E402
+from kraft.control.service import ControlPlane  # noqa: E402
+from kraft.control.store import make_engine, migrate  # noqa: E402
+from kraft.exec.null import NullExecutor  # noqa: E402
+from kraft.spec.load import load_fleet  # noqa: E402
+
+N0, N1 = "local/pod-n000", "local/pod-n001"
+
+
+@pytest.fixture
+def live(db_url, tmp_path):
+    engine = make_engine(db_url)
+    migrate(engine)
+    home = tmp_path / "home"
+    op = {"Authorization": f"Bearer {ensure_operator_token(home)}"}
+    plane = ControlPlane(load_fleet("local"), engine, NullExecutor())
+    with TestClient(create_app(engine, home, plane, tick_s=0.02)) as c:
+        r = c.post("/admin/tenants", json={"name": "acme"}, headers=op)
+        c.tenant = {"Authorization": f"Bearer {r.json()['token']}"}
+        c.op = op
+        yield c
+    engine.dispose()
+
+
+def until(c, job_id, test, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = c.get(f"/v1/jobs/{job_id}", headers=c.tenant).json()
+        if test(job):
+            return job
+        time.sleep(0.03)
+    raise AssertionError(job)
+
+
+def node_states(c) -> dict:
+    return {n["node"]: n for n in c.get("/admin/nodes", headers=c.op).json()["nodes"]}
+
+
+def test_drain_down_and_resume_through_the_api(live):
+    c = live
+    submit = lambda gpus, secs=600: c.post(  # noqa: E731
+        "/v1/jobs", json={"gpus": gpus, "command": ["sleep", str(secs)]},
+        headers=c.tenant).json()["id"]
+    first = submit(4)
+    job = until(c, first, lambda j: j["state"] == "running")
+    on = job["placement"][0]["node"]
+    other = N1 if on == N0 else N0
+    # drain: the job on it runs on, new work goes elsewhere, then waits
+    r = c.post("/admin/nodes/drain", json={"target": on, "reason": "firmware update"},
+               headers=c.op)
+    assert r.status_code == 200 and r.json()["nodes"] == [on]
+    second = submit(4)
+    assert until(c, second, lambda j: j["state"] == "running")["placement"][0]["node"] == other
+    third = submit(4)
+    time.sleep(0.3)
+    assert c.get(f"/v1/jobs/{third}", headers=c.tenant).json()["state"] == "admitted"
+    assert c.get(f"/v1/jobs/{first}", headers=c.tenant).json()["state"] == "running"
+    states = node_states(c)
+    assert states[on]["state"] == "draining" and states[on]["jobs"] == [first]
+    assert states[on]["reason"] == "firmware update" and states[other]["state"] == "up"
+    # drain --now: the job on it is preempted (its checkpoint kept) and waits with the third
+    c.post("/admin/nodes/drain", json={"target": on, "reason": "firmware update", "now": True},
+           headers=c.op)
+    until(c, first, lambda j: j["state"] == "admitted")
+    events = [e["detail"] for e in c.get(f"/v1/jobs/{first}/events", headers=c.tenant).json()]
+    assert any(f"node {on} drained by the operator (firmware update)" in d for d in events)
+    assert node_states(c)[on]["state"] == "drained"
+    [attempt] = c.get(f"/v1/jobs/{first}/attempts", headers=c.tenant).json()
+    assert attempt["ended"] == "preempted"
+    # down: the other node's job requeues, counted as a failure in the record
+    c.post("/admin/nodes/down", json={"target": other, "reason": "PSU failed"}, headers=c.op)
+    until(c, second, lambda j: j["state"] == "admitted")
+    [lost] = c.get(f"/v1/jobs/{second}/attempts", headers=c.tenant).json()
+    assert lost["ended"] == "failed" and node_states(c)[other]["state"] == "down"
+    # resume the site: the waiting jobs start again, the first two on a new attempt
+    c.post("/admin/nodes/resume", json={"target": "local"}, headers=c.op)
+    assert until(c, first, lambda j: j["state"] == "running")["attempt"] == 2
+    assert until(c, second, lambda j: j["state"] == "running")["attempt"] == 2
+    assert {n["state"] for n in node_states(c).values()} == {"up"}
+    audit = [a for a in c.get("/admin/audit", headers=c.op).json()
+             if a["action"].startswith("node.")]
+    assert [a["action"] for a in audit] == ["node.resume", "node.down", "node.drain",
+                                            "node.drain"]
+    assert audit[1]["detail"].startswith("PSU failed") and "--now" in audit[2]["detail"]
+
+
+def test_node_requests_that_cannot_be_met_say_why(live):
+    c = live
+    r = c.post("/admin/nodes/drain", json={"target": "nowhere/pod-n000", "reason": "x"},
+               headers=c.op)
+    assert r.status_code == 404 and "no node, pod or site 'nowhere/pod-n000'" in r.text
+    r = c.post("/admin/nodes/down", json={"target": N0}, headers=c.op)
+    assert r.status_code == 422 and "needs a reason" in r.text
+    r = c.post("/admin/nodes/drain", json={"target": N0, "reason": "x"}, headers=c.tenant)
+    assert r.status_code == 401  # the operator's API only
+    assert c.post("/admin/nodes/reboot", json={"target": N0}, headers=c.op).status_code == 422
+
+
+def test_the_operator_commands_on_the_host(tmp_path):
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from kraft.cli import app
+    from kraft.control.nodes import remember_fleet
+    from kraft.control.store import sessions
+
+    home = tmp_path / "home"
+    runner = CliRunner()
+    args = ["--data-dir", str(home)]
+    said = runner.invoke(app, ["nodes", *args])
+    assert said.exit_code == 2 and "no fleet on record" in said.output
+    engine = make_engine(f"sqlite:///{home / 'kraft.db'}")
+    migrate(engine)
+    with sessions(engine)() as s:  # as kraft serve --fleet nordic-federation keeps it
+        remember_fleet(s, load_fleet("nordic-federation"))
+        s.commit()
+    r = runner.invoke(app, ["admin", "node", "drain", "narvik/pod-0001", "--reason",
+                            "cooling loop service", *args])
+    assert r.exit_code == 0 and "16 node(s) drained" in r.output, r.output
+    r = runner.invoke(app, ["admin", "node", "down", "virginia/pod-0000-n003", "--reason",
+                            "lost", *args])
+    assert r.exit_code == 0, r.output
+    data = _json.loads(runner.invoke(app, ["nodes", "-o", "json", *args]).output)
+    states = {n["node"]: n["state"] for n in data["nodes"]}
+    assert states["narvik/pod-0001-n000"] == "drained" and states["narvik/pod-0000-n000"] == "up"
+    assert states["virginia/pod-0000-n003"] == "down"
+    assert data["sites"]["narvik"]["up"] == 48 and data["sites"]["virginia"]["up"] == 63
+    assert len(states) == 5 * 64  # five sites whose pods share names: every node its own
+    engine.dispose()
