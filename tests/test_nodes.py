@@ -229,4 +229,62 @@ def test_the_operator_commands_on_the_host(tmp_path):
     assert states["virginia/pod-0000-n003"] == "down"
     assert data["sites"]["narvik"]["up"] == 48 and data["sites"]["virginia"]["up"] == 63
     assert len(states) == 5 * 64  # five sites whose pods share names: every node its own
+    from kraft.control.api import add_tenant
+    from kraft.control.store import JobRow
+    from kraft.spec.models import TenantSpec
+
+    with sessions(engine)() as s:
+        add_tenant(s, TenantSpec(name="acme"))
+        s.add(JobRow(tenant="acme", name="big", state="admitted", spec={"gpus": 8}))
+        s.commit()
+    r = runner.invoke(app, ["admin", "job", "hold", "1", "--reason", "quota", *args])
+    assert r.exit_code == 0 and "job 1: hold requested" in r.output, r.output
+    r = runner.invoke(app, ["admin", "job", "release", "1", "--reason", "x", *args])
+    assert r.exit_code == 2 and "job 1 is admitted, not held" in r.output
+    r = runner.invoke(app, ["admin", "job", "hold", "7", "--reason", "x", *args])
+    assert r.exit_code == 2 and "no job 7" in r.output
+    listed = runner.invoke(app, ["admin", "jobs", "-o", "json", *args])
+    assert [j["name"] for j in _json.loads(listed.output)] == ["big"]
     engine.dispose()
+
+
+# ---- the operator's control of any tenant's jobs ------------------------------------------
+
+def test_the_operator_holds_releases_requeues_and_cancels_a_tenants_jobs(live):
+    c = live
+    submit = lambda gpus: c.post(  # noqa: E731
+        "/v1/jobs", json={"gpus": gpus, "command": ["sleep", "600"]},
+        headers=c.tenant).json()["id"]
+    big, waiting = submit(8), submit(8)
+    until(c, big, lambda j: j["state"] == "running")
+    act = lambda job_id, action, reason="quota review": c.post(  # noqa: E731
+        f"/admin/jobs/{job_id}/{action}", json={"reason": reason}, headers=c.op)
+    assert act(big, "hold").status_code == 409  # running: requeue or cancel it
+    assert act(waiting, "hold").status_code == 202
+    until(c, waiting, lambda j: j["state"] == "held")
+    assert act(waiting, "release", "review done").status_code == 202
+    until(c, waiting, lambda j: j["state"] == "admitted")
+    # requeue: the running one stops and queues again with its checkpoint; first submitted,
+    # it is first in the backfill order and starts again, on attempt 2
+    assert act(big, "requeue", "node firmware").status_code == 202
+    assert until(c, big, lambda j: j["state"] == "running" and j["attempt"] == 2)
+    events = [e["detail"] for e in c.get(f"/v1/jobs/{big}/events", headers=c.tenant).json()]
+    assert any("requeue by the operator: node firmware" in d for d in events), events
+    assert act(big, "cancel", "runaway job").status_code == 202
+    done = until(c, big, lambda j: j["state"] == "cancelled")
+    assert done["reason"] == "cancelled by the operator: runaway job"
+    everyone = c.get("/admin/jobs", headers=c.op).json()
+    assert {j["id"] for j in everyone} == {big, waiting}
+    assert [j["id"] for j in c.get("/admin/jobs", params={"state": "cancelled"},
+                                   headers=c.op).json()] == [big]
+    assert act(big, "requeue").status_code == 409  # it ended
+    assert act(99999, "hold").status_code == 404
+    assert c.post(f"/admin/jobs/{waiting}/hold", json={"reason": ""},
+                  headers=c.op).status_code == 422
+    assert c.post(f"/admin/jobs/{waiting}/cancel", json={"reason": "x"},
+                  headers=c.tenant).status_code == 401  # a tenant is not the operator
+    audit = [a for a in c.get("/admin/audit", headers=c.op).json()
+             if a["action"].startswith("job.") and a["action"] != "job.submit"]
+    assert [a["action"] for a in audit] == ["job.cancel", "job.requeue", "job.release",
+                                            "job.hold"]
+    assert audit[0]["detail"] == "runaway job (tenant acme)"

@@ -30,6 +30,7 @@ from kraft.control.guard import BodyGuard
 from kraft.control.intake import WAITING, Intake, Submission
 from kraft.control.metrics import FleetCollector, render
 from kraft.control.nodes_api import add_node_routes
+from kraft.control.operator_api import add_operator_routes
 from kraft.control.service import run_loop
 from kraft.control.store import (
     AuditRow,
@@ -52,7 +53,7 @@ from kraft.spec.models import FleetSpec, JobFields, JobSpec, TenantSpec
 log = logging.getLogger("kraft.api")
 # ids are 32-bit integer columns on PostgreSQL: larger ones are a 422, never a database error
 Id = Annotated[int, PathParam(ge=1, le=2**31 - 1, description="a positive id")]
-State = Literal["pending", "admitted", "running", "preempted", "succeeded", "failed",
+State = Literal["pending", "held", "admitted", "running", "preempted", "succeeded", "failed",
                 "cancelled", "rejected"]
 LOG_CHUNK = 1 << 20  # bytes of log per request
 Limit = Annotated[int, Query(ge=1, le=10_000)]
@@ -325,6 +326,7 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
         return Response(render(collector), media_type=CONTENT_TYPE_LATEST)
 
     live_books = LiveBooks(fleet) if fleet is not None else None
+    add_operator_routes(app, engine, Session, Operator, _out, State)
     add_node_routes(app, engine, Session, Operator,
                     live_books.cluster if live_books is not None else None)
     add_usage_routes(app, Session, Tenant, Operator, own, live_books)

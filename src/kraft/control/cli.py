@@ -467,12 +467,15 @@ def service_delete(name: str) -> None:
 
 def register(app: typer.Typer) -> None:
     from kraft.control.nodes_cli import node_app, nodes
+    from kraft.control.operator_cli import admin_jobs, job_app
     from kraft.control.usage_cli import register_admin, usage
 
     app.add_typer(service_app, name="service")
     app.command()(serve)
     register_admin(admin_app)
     admin_app.add_typer(node_app, name="node")
+    admin_app.add_typer(job_app, name="job")
+    admin_app.command("jobs")(admin_jobs)
     app.add_typer(admin_app, name="admin")
     for fn in (submit, jobs, job, cancel, logs, usage, nodes):
         app.command()(fn)

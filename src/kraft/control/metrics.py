@@ -99,7 +99,7 @@ class FleetCollector:
         snap = self.snapshot()
         states = snap["states"]
         jobs = GaugeMetricFamily("kraft_jobs", "Jobs by state", labels=["state"])
-        for state in ("pending", "admitted", "running", "preempted", "succeeded", "failed",
+        for state in ("pending", "held", "admitted", "running", "preempted", "succeeded", "failed",
                       "cancelled", "rejected"):
             jobs.add_metric([state], states.get(state, 0))
         yield jobs

@@ -29,6 +29,7 @@ from kraft.control.metrics import CYCLE
 from kraft.control.store import (
     AttemptRow,
     EventRow,
+    JobRequestRow,
     JobRow,
     NodeRow,
     TenantRow,
@@ -231,8 +232,8 @@ class ControlPlane:
                              .order_by(JobRow.id)).all()
             for row in rows:
                 tenant = self._tenant(s, row.tenant)
-                if row.state in ("pending",):
-                    continue  # ingest() takes it
+                if row.state in ("pending", "held"):
+                    continue  # ingest() takes it; a held job waits for its release
                 job = self._job(row, tenant)
                 if row.state != "running":
                     self._admit(s, row, job, now, recovered=True)
@@ -328,6 +329,7 @@ class ControlPlane:
             self._reap()
             s.commit()
             self._nodes(s, now)
+            self._requests(s, now)
             self._launch_waiting(s, now)
             t0 = time.perf_counter()
             decisions = self.sched.cycle(now)
@@ -364,6 +366,30 @@ class ControlPlane:
         self.node_marks = {n: m[:2] for n, m in marks.items()}
         self._apply(s, decisions, now)
         s.commit()
+
+    def _requests(self, s, now: float) -> None:
+        """Carry out the operator's holds, releases and requeues (kraft.control.operator)."""
+        pending = s.scalars(select(JobRequestRow).where(JobRequestRow.done_at.is_(None))
+                            .order_by(JobRequestRow.id)).all()
+        for req in pending:
+            row = s.get(JobRow, req.job_id)
+            why = f"{req.action} by the operator: {req.reason}"
+            outcome = "done"
+            if req.action == "hold" and row.state in ("pending", "admitted", "preempted"):
+                job = self.jobs.pop(row.id, None)
+                self.launching.pop(row.id, None)
+                if job is not None:
+                    self.sched.cancel(job, now)  # out of the queue; the row stays the job's
+                self._move(s, row, "held", f"waiting: held by the operator: {req.reason}")
+            elif req.action == "release" and row.state == "held":
+                self._move(s, row, "pending", f"released by the operator: {req.reason}")
+            elif req.action == "requeue" and row.id in self.runs:
+                self._apply(s, [self.sched.requeue(self.jobs[row.id], now,
+                                                   f"waiting: {why}")], now)
+            else:
+                outcome = f"not done: the job was {row.state}"
+            req.done_at, req.outcome = self._at(), outcome
+            s.commit()
 
     def _refusal(self, s, tenant: str) -> str | None:
         """Why a job of `tenant` may not run on a service that cannot isolate tenants."""
@@ -414,8 +440,8 @@ class ControlPlane:
         rows = s.scalars(select(JobRow).where(JobRow.cancel_requested == true(),
                                               JobRow.state.not_in(FINAL))).all()
         for row in rows:
-            self._move(s, row, "cancelled", "drained and stopped: scaled down" if row.draining
-                       else "cancelled by the tenant")
+            self._move(s, row, "cancelled", row.cancel_reason or (
+                "drained and stopped: scaled down" if row.draining else "cancelled by the tenant"))
             row.finished_at = self._at()
             s.commit()  # recorded before acting
             self._release(row.id)

@@ -90,6 +90,23 @@ class JobRow(Base):
     # An inference replica: its service, and whether the gateway is draining it to stop.
     service_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     draining: Mapped[bool] = mapped_column(Boolean, default=False)
+    cancel_reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # the operator's
+
+
+class JobRequestRow(Base):
+    """An operator's hold, release or requeue of a job, carried out by the loop (`done_at`
+    set then, with what came of it)."""
+
+    __tablename__ = "job_requests"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    action: Mapped[str] = mapped_column(String(20))  # hold | release | requeue
+    reason: Mapped[str] = mapped_column(Text, default="")
+    by: Mapped[str] = mapped_column(String(100), default="operator")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True,
+                                                     index=True)
+    outcome: Mapped[str] = mapped_column(Text, default="")
 
 
 class AttemptRow(Base):

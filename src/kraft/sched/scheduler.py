@@ -543,6 +543,12 @@ class Scheduler:
                                 placement, attempt))
         return out
 
+    def requeue(self, job: Job, now: float, reason: str) -> Decision:
+        """Stop a running job at the operator's word; it requeues with its checkpoint."""
+        pool, placement, attempt = job.pool, job.placement, job.epoch
+        self._preempt(job, now, reason)
+        return Decision("preempt", job, reason, pool, placement, attempt)
+
     def _preempt(self, job: Job, now: float, reason: str) -> None:
         """Stop a running job; it keeps the work up to its last checkpoint and requeues."""
         self._interrupt(job, now)
