@@ -245,6 +245,21 @@ def test_the_operator_commands_on_the_host(tmp_path):
     assert r.exit_code == 2 and "no job 7" in r.output
     listed = runner.invoke(app, ["admin", "jobs", "-o", "json", *args])
     assert [j["name"] for j in _json.loads(listed.output)] == ["big"]
+    # a tenant's life, from the host
+    r = runner.invoke(app, ["admin", "tenant", "update", "acme", "--quota-gpus", "4",
+                            "--jurisdictions", "EEA", *args])
+    assert r.exit_code == 0 and "quota 4" in r.output and "jurisdiction=EEA" in r.output
+    r = runner.invoke(app, ["admin", "tenant", "update", "acme", "--tier", "gold", *args])
+    assert r.exit_code == 2 and "tier" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["admin", "tenant", "token", "acme", "--name", "ci",
+                            "--expires-days", "30", *args])
+    assert r.exit_code == 0 and "kt_" in r.output and "expires" in r.output, r.output
+    r = runner.invoke(app, ["admin", "tenant", "create", "acme", *args])
+    assert r.exit_code == 2 and "kraft admin tenant token gives it a new token" in r.output
+    r = runner.invoke(app, ["admin", "tenant", "delete", "acme", *args])
+    assert r.exit_code == 2 and "has 1 live job(s)" in " ".join(r.output.split())
+    r = runner.invoke(app, ["admin", "tenant", "delete", "acme", "--cancel-all", *args])
+    assert r.exit_code == 0 and "1 live job(s) cancelled" in r.output
     engine.dispose()
 
 
@@ -288,3 +303,59 @@ def test_the_operator_holds_releases_requeues_and_cancels_a_tenants_jobs(live):
     assert [a["action"] for a in audit] == ["job.cancel", "job.requeue", "job.release",
                                             "job.hold"]
     assert audit[0]["detail"] == "runaway job (tenant acme)"
+
+
+# ---- a tenant's life at runtime -------------------------------------------------------------
+
+def test_tenant_update_tokens_and_delete_while_the_service_runs(live, db_url):
+    from kraft.control import tenants
+    from kraft.control.store import sessions
+
+    c = live
+    engine = make_engine(db_url)
+    Session = sessions(engine)
+    first = c.post("/v1/jobs", json={"gpus": 4, "command": ["sleep", "600"]},
+                   headers=c.tenant).json()["id"]
+    until(c, first, lambda j: j["state"] == "running")
+    with Session() as s:  # lower the quota under what runs: nothing is killed, nothing starts
+        tenants.update(s, "acme", {"quota_gpus": 4})
+        s.commit()
+    time.sleep(1.3)  # the loop reads tenants each second
+    second = c.post("/v1/jobs", json={"gpus": 2, "command": ["sleep", "600"]},
+                    headers=c.tenant).json()["id"]
+    waiting = until(c, second, lambda j: "quota" in j["reason"], timeout=5)
+    assert waiting["state"] == "admitted" and "quota 4/4 GPUs" in waiting["reason"], waiting
+    assert c.get(f"/v1/jobs/{first}", headers=c.tenant).json()["state"] == "running"
+    with Session() as s:  # raise it again: the waiting job starts, no restart
+        tenants.update(s, "acme", {"quota_gpus": 8})
+        s.commit()
+    until(c, second, lambda j: j["state"] == "running", timeout=5)
+    # tokens: a second live one, and one that expires
+    with Session() as s:
+        other, _ = tenants.add_token(s, "acme", "ci")
+        brief, row = tenants.add_token(s, "acme", "brief", expires_days=1e-6)  # 86 ms
+        s.commit()
+    time.sleep(0.2)
+    assert c.get("/v1/jobs", headers={"Authorization": f"Bearer {other}"}).status_code == 200
+    expired = c.get("/v1/jobs", headers={"Authorization": f"Bearer {brief}"})
+    assert expired.status_code == 401 and "expired token" in expired.text
+    late = c.post("/v1/jobs", json={"gpus": 1, "command": ["true"]},
+                  headers={"Authorization": f"Bearer {brief}"})
+    assert late.status_code == 401  # the intake refuses it too
+    # delete: refused while jobs live, then with them
+    with Session() as s:
+        with pytest.raises(ValueError, match="has 2 live job"):
+            tenants.delete(s, "acme")
+        assert tenants.delete(s, "acme", cancel_all=True) == 2
+        s.commit()
+    assert c.get("/v1/jobs", headers={"Authorization": f"Bearer {other}"}).status_code == 401
+    deadline = time.time() + 10  # its tokens are gone: the operator sees the jobs end
+    while time.time() < deadline:
+        states = {j["id"]: j for j in c.get("/admin/jobs", headers=c.op).json()}
+        if {states[first]["state"], states[second]["state"]} == {"cancelled"}:
+            break
+        time.sleep(0.05)
+    assert states[first]["reason"] == "cancelled by the operator: the tenant was deleted"
+    with Session() as s, pytest.raises(LookupError, match="was deleted"):
+        tenants.add_token(s, "acme")
+    engine.dispose()

@@ -40,6 +40,7 @@ from kraft.control.store import (
     TokenRow,
     as_utc,
     sessions,
+    utcnow,
     write_lock,
 )
 from kraft.control.usage import LiveBooks
@@ -178,10 +179,14 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
         # async with short blocking queries: no thread hand-off per request
         token = bearer(authorization)
         with engine.connect() as conn:
-            row = conn.execute(select(tokens.c.tenant, tokens.c.revoked)
+            row = conn.execute(select(tokens.c.tenant, tokens.c.revoked, tokens.c.expires_at)
                                .where(tokens.c.token_hash == hash_token(token))).first()
         if row is None or row.revoked:
             raise HTTPException(401, "invalid or revoked token",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if row.expires_at is not None and as_utc(row.expires_at) <= utcnow():
+            raise HTTPException(401, "expired token: ask the operator for a new one "
+                                     "(kraft admin tenant token)",
                                 headers={"WWW-Authenticate": "Bearer"})
         return row.tenant
 

@@ -246,8 +246,10 @@ def tenant_create(
     except ValidationError as e:
         _fail(format_validation_error("tenant", e))
     with sessions(_engine(data_dir, db, db_file))() as s:
-        if s.get(TenantRow, name) is not None:
-            _fail(f"tenant {name!r} exists")
+        if (old := s.get(TenantRow, name)) is not None:
+            _fail(f"tenant {name!r} exists" + (" (deleted; its record stays: choose another "
+                                               "name)" if old.deleted_at else
+                                               "; kraft admin tenant token gives it a new token"))
         created = add_tenant(s, spec)
         s.add(AuditRow(actor="operator", action="tenant.create", target=name, address="local"))
         s.commit()
@@ -468,11 +470,13 @@ def service_delete(name: str) -> None:
 def register(app: typer.Typer) -> None:
     from kraft.control.nodes_cli import node_app, nodes
     from kraft.control.operator_cli import admin_jobs, job_app
+    from kraft.control.tenants_cli import register_tenant
     from kraft.control.usage_cli import register_admin, usage
 
     app.add_typer(service_app, name="service")
     app.command()(serve)
     register_admin(admin_app)
+    register_tenant(tenant_app)
     admin_app.add_typer(node_app, name="node")
     admin_app.add_typer(job_app, name="job")
     admin_app.command("jobs")(admin_jobs)

@@ -49,6 +49,7 @@ WITH given AS (
     SELECT nextval(pg_get_serial_sequence('jobs', 'id')) AS id, *
     FROM (SELECT g.n, t.tenant, g.key, g.name, g.spec, g.address
           FROM given g JOIN tokens t ON t.token_hash = g.token_hash AND NOT t.revoked
+               AND (t.expires_at IS NULL OR t.expires_at > now())
           ORDER BY g.n) AS valid
 ), job AS (
     INSERT INTO jobs (id, tenant, idempotency_key, name, spec, state, reason, attempt,
@@ -245,7 +246,9 @@ class Intake:
             tenant_of = dict(conn.execute(
                 select(tokens.c.token_hash, tokens.c.tenant)
                 .where(tokens.c.token_hash.in_({i.token_hash for i in items}),
-                       tokens.c.revoked.is_(False))).all())
+                       tokens.c.revoked.is_(False),
+                       or_(tokens.c.expires_at.is_(None), tokens.c.expires_at > utcnow())))
+                .all())
             tenants = [tenant_of.get(i.token_hash) for i in items]
             keyed = [(t, i.idempotency_key) for t, i in zip(tenants, items)
                      if t and i.idempotency_key]

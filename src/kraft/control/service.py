@@ -100,6 +100,7 @@ class ControlPlane:
         self.gpus_used: dict[int, set[int]] = defaultdict(set)  # node -> GPU indices in use
         self.written_reason: dict[int, str] = {}  # last reason stored, per waiting job
         self.node_marks: dict[int, tuple[str, bool]] = {}  # drained/down nodes: state, evict
+        self.spec_seen: dict[str, dict] = {}  # each tenant's spec as last read
         self.reasons_at = 0.0
         self.services_at = 0.0
 
@@ -337,6 +338,7 @@ class ControlPlane:
             self._apply(s, decisions, now)
             if now - self.reasons_at >= 1.0:  # waiting reasons: fresh to the second
                 self._reasons(s)
+                self._tenant_updates(s)
                 self.reasons_at = now
 
     def _nodes(self, s, now: float) -> None:
@@ -366,6 +368,17 @@ class ControlPlane:
         self.node_marks = {n: m[:2] for n, m in marks.items()}
         self._apply(s, decisions, now)
         s.commit()
+
+    def _tenant_updates(self, s) -> None:
+        """Tenants the operator changed (kraft admin tenant update) hold from the next
+        cycle, without a restart."""
+        for name, spec in s.execute(select(TenantRow.name, TenantRow.spec)):
+            t = self.sched.tenants.get(name)
+            if t is not None and spec != self.spec_seen.get(name):
+                self.spec_seen[name] = spec
+                new = TenantSpec.model_validate(spec)
+                if new != t.spec:
+                    self.sched.update_tenant(new)
 
     def _requests(self, s, now: float) -> None:
         """Carry out the operator's holds, releases and requeues (kraft.control.operator)."""

@@ -51,6 +51,7 @@ class TenantRow(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     spec: Mapped[dict] = mapped_column(JSON)  # TenantSpec as JSON
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class TokenRow(Base):
@@ -60,6 +61,8 @@ class TokenRow(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    name: Mapped[str] = mapped_column(String(100), default="")  # what the operator calls it
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 _LIVE_CANCEL = text("cancel_requested AND state NOT IN "

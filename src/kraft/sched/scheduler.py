@@ -34,7 +34,7 @@ from kraft.sched.job import Job, JobState, TenantState
 from kraft.sched.policy import Fill, Policy
 from kraft.sched.shift import SignalShift
 from kraft.sched.weighers import Weigher
-from kraft.spec.models import Tier
+from kraft.spec.models import TenantSpec, Tier
 
 
 @dataclass(frozen=True)
@@ -176,6 +176,21 @@ class Scheduler:
         if tenant.reserved_gpus > 0:
             self.reserved.append(tenant)
         self._pools_cache.clear()
+
+    def update_tenant(self, spec: TenantSpec) -> None:
+        """A tenant's spec changed while the service runs: its tier, reservation, quota,
+        weight and residency hold for new starts from the next cycle; running work is left
+        alone (a lowered reservation or quota stops new starts, it preempts nothing)."""
+        t = self.tenants.get(spec.name)
+        if t is None:
+            return
+        t.spec, t.tier, t.tier_rank = spec, spec.tier, spec.tier.rank
+        t.reserved_gpus, t.quota_gpus, t.weight = spec.reserved_gpus, spec.quota_gpus, spec.weight
+        self.reserved = [x for x in self.tenants.values() if x.reserved_gpus > 0]
+        self._pools_cache.clear()
+        self._ranked.clear()
+        for job in t.waiting.values():
+            job.pools = self.pools_for(t, job.gpu_model)
 
     def adopt(self, job: Job, placement: Placement, pool: Pool, start_s: float) -> None:
         """A job found running after a restart: book its GPUs where they are."""
@@ -501,8 +516,9 @@ class Scheduler:
         t.running_gpus -= job.gpus
         if job.guaranteed:
             t.guaranteed_gpus -= job.gpus
-        else:
-            self.borrowers[_VICTIM_CLASS[t.tier]].pop(job.id, None)
+        else:  # every class: the tenant's tier may have changed while the job ran
+            for borrowed in self.borrowers:
+                borrowed.pop(job.id, None)
         del self.running[job.id]
         self.by_end[job.pool.index].remove(job)
         self.policy.on_stop(job, now)

@@ -1,5 +1,6 @@
 """nodes: drained and down nodes; settings: the served fleet; audit: the operator's reason;
-job_requests: the operator's hold, release, requeue; jobs.cancel_reason
+job_requests: the operator's hold, release, requeue; jobs.cancel_reason; tokens' names and
+expiry; tenants.deleted_at
 
 Revision ID: 0004
 Revises: 0003
@@ -48,9 +49,20 @@ def upgrade() -> None:
     op.create_index('ix_job_requests_done_at', 'job_requests', ['done_at'])
     with op.batch_alter_table('jobs') as batch:
         batch.add_column(sa.Column('cancel_reason', sa.Text(), nullable=True))
+    with op.batch_alter_table('tokens') as batch:
+        batch.add_column(sa.Column('name', sa.String(length=100), nullable=False,
+                                   server_default=''))
+        batch.add_column(sa.Column('expires_at', sa.DateTime(timezone=True), nullable=True))
+    with op.batch_alter_table('tenants') as batch:
+        batch.add_column(sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('tenants') as batch:
+        batch.drop_column('deleted_at')
+    with op.batch_alter_table('tokens') as batch:
+        batch.drop_column('expires_at')
+        batch.drop_column('name')
     with op.batch_alter_table('jobs') as batch:
         batch.drop_column('cancel_reason')
     op.drop_table('job_requests')
