@@ -95,8 +95,12 @@ def test_bad_requests_get_a_4xx_with_a_reason(server):
         assert c.post("/v1/services", json={**SERVICE, "name": name, "replicas": {
             "min": 1, "max": 1}}, headers={"Authorization": f"Bearer {tokens['a']}"}
                       ).status_code == 201
-        time.sleep(1.0)  # the loop makes its replica job
-        jobs = c.get("/v1/jobs", headers={"Authorization": f"Bearer {tokens['a']}"}).json()
+        deadline = time.time() + 15  # the loop (its own process on PostgreSQL) makes it
+        while True:
+            jobs = c.get("/v1/jobs", headers={"Authorization": f"Bearer {tokens['a']}"}).json()
+            if any(j["name"] == f"{name}-replica" for j in jobs) or time.time() > deadline:
+                break
+            time.sleep(0.1)
         assert any(j["name"] == f"{name}-replica" for j in jobs), jobs
         r = c.delete(f"/v1/services/{name}", headers={"Authorization": f"Bearer {tokens['a']}"})
         assert r.status_code == 204, r.text
