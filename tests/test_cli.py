@@ -1,6 +1,7 @@
 """The `kraft` command as a user runs it: results, files, and clear errors on bad input."""
 
 import json
+import os
 
 import pyarrow.parquet as pq
 from typer.testing import CliRunner
@@ -126,7 +127,9 @@ def test_scheduling_options_are_checked_alike_for_both_bodies(tmp_path):
          "--forecast oracle reads the recorded series as if it were the future"),
         (["serve", "--data-dir", str(tmp_path), "--prefer", "vibes"], "--prefer 'vibes'?"),
     ):
+        before = dict(os.environ)
         r = runner.invoke(app, argv)
+        assert dict(os.environ) == before, "refused, serve must leave the process as it was"
         assert r.exit_code == 2, (argv, r.output)
         assert said in " ".join(r.output.split()), (argv, r.output)
         assert "Traceback" not in r.output

@@ -107,9 +107,21 @@ def serve(
     """Run the API and the scheduling loop."""
     import shutil
 
+    from kraft.cli_shared import scheduling_options
     from kraft.control.store import private_state
     from kraft.exec.identity import Isolation
+    from kraft.spec.load import SpecError, load_fleet, load_tenants
 
+    try:  # checked before anything is touched (state folder, umask, environment)
+        if forecast == "oracle":
+            raise ValueError("--forecast oracle reads the recorded series as if it were the "
+                             "future: a replay's perfect forecast, not a live one; use "
+                             "recent-days[-N]")
+        scheduling = scheduling_options(policy, param, scan_depth, shift, prefer, forecast)
+        fleet_spec = load_fleet(fleet)
+        tenant_specs = load_tenants(tenants).tenants if tenants else []
+    except (SpecError, ValueError) as e:
+        _fail(str(e))
     private_state(data_dir)
     # Metrics shared by the API and loop processes (prometheus_client multiprocess mode):
     # set before prometheus_client is first imported, emptied at each start.
@@ -127,24 +139,12 @@ def serve(
     console.print(f"isolation: {escape(isolation.describe())}", highlight=False, soft_wrap=True)
     options = dict(isolation=isolation, grace_s=grace_s, single_user=single_user)
 
-    from kraft.cli_shared import scheduling_options
     from kraft.control.api import create_app
     from kraft.control.auth import ensure_operator_token
     from kraft.control.nodes import remember_fleet
     from kraft.control.service import ControlPlane
     from kraft.control.store import TenantRow, sessions
-    from kraft.spec.load import SpecError, load_fleet, load_tenants
 
-    try:
-        if forecast == "oracle":
-            raise ValueError("--forecast oracle reads the recorded series as if it were the "
-                             "future: a replay's perfect forecast, not a live one; use "
-                             "recent-days[-N]")
-        scheduling = scheduling_options(policy, param, scan_depth, shift, prefer, forecast)
-        fleet_spec = load_fleet(fleet)
-        tenant_specs = load_tenants(tenants).tenants if tenants else []
-    except (SpecError, ValueError) as e:
-        _fail(str(e))
     engine = _engine(data_dir, db, db_file)
     with sessions(engine)() as s:
         for spec in tenant_specs:
