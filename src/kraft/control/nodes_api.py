@@ -1,9 +1,9 @@
 """Operator routes for nodes: `GET /admin/nodes[?site=]`, `POST /admin/nodes/{action}` with
 `{"target": NODE|POD|SITE, "reason": "...", "now": false}` (kraft.control.nodes)."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from kraft.cluster.state import ClusterState
@@ -25,7 +25,8 @@ def add_node_routes(app, engine, Session, Operator, cluster: ClusterState | None
         return cluster
 
     @app.get("/admin/nodes")
-    def list_nodes(who: Operator, site: str | None = None) -> dict:
+    def list_nodes(who: Operator,
+                   site: Annotated[str | None, Query(max_length=100)] = None) -> dict:
         """Every node: site, pod, GPU model, GPUs total and allocated, state (up, draining,
         drained, down), reason, since, the jobs on it; summed per pod and site."""
         c = fleet()

@@ -6,13 +6,15 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Query
 from fastapi import Path as PathParam
 
 from kraft.control.usage import LiveBooks, parse_time
 
 By = Literal["tenant", "site", "day", "job"]
 Id = Annotated[int, PathParam(ge=1, le=2**31 - 1, description="a positive id")]
+Name = Annotated[str | None, Query(max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+When = Annotated[str | None, Query(max_length=40, description="ISO date or time, UTC")]
 
 
 def month_start(now: float) -> float:
@@ -47,7 +49,7 @@ def add_usage_routes(app, Session, Tenant, Operator, own, live: LiveBooks | None
             raise HTTPException(422, str(e)) from None
 
     @app.get("/v1/usage")
-    def usage(who: Tenant, since: str | None = None, until: str | None = None,
+    def usage(who: Tenant, since: When = None, until: When = None,
               by: By = "tenant") -> dict:
         """Your usage over [since, until) (ISO times, UTC; default this month): GPU-hours,
         IT and facility kWh, kgCO2e location- and market-based (apart), energy cost and
@@ -57,8 +59,8 @@ def add_usage_routes(app, Session, Tenant, Operator, own, live: LiveBooks | None
             return figures(lb, s, since, until, by, who, False)
 
     @app.get("/admin/usage")
-    def admin_usage(who: Operator, since: str | None = None, until: str | None = None,
-                    by: By = "tenant", tenant: str | None = None) -> dict:
+    def admin_usage(who: Operator, since: When = None, until: When = None,
+                    by: By = "tenant", tenant: Name = None) -> dict:
         """Every tenant's usage (or one's), with each site's own books (idle GPUs, PUE)."""
         lb = books()
         with Session() as s:
