@@ -200,13 +200,18 @@ def _serve_http(app, host: str, port: int) -> None:
     """uvicorn, once every object made so far (modules, the app, the fleet) is moved out of
     the garbage collector's reach: they live as long as the process, and under load a full
     collection that scanned them (~170,000 objects, 80-100 ms) ran about once a second and
-    stalled every request in flight (p99 100 ms at p50 17 ms)."""
+    stalled every request in flight (p99 100 ms at p50 17 ms).
+
+    An idle connection is kept 75 s, longer than clients keep theirs (httpx 5 s, requests and
+    browsers more): the client closes first. At uvicorn's own 5 s the server closed a
+    connection just as a busy client sent its next request on it, which reset it (seen as
+    httpx.ReadError under load)."""
     import gc
 
     import uvicorn
 
     gc.freeze()
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_keep_alive=75)
 
 
 @tenant_app.command("create")
