@@ -119,6 +119,56 @@ def test_live_books_match_the_hand_computation(served):
     assert tenant_admin.status_code in (401, 403)
 
 
+
+def test_tenant_totals_count_each_attempt_once_as_it_settles(db_url):
+    """The /metrics counters keep the sums of settled attempts and recount only the rest:
+    at every moment they equal the books over the whole record, and a settled attempt is
+    never counted twice."""
+    from kraft.control.usage import SETTLED_S, LiveBooks
+
+    engine = make_engine(db_url)
+    migrate(engine)
+    with sessions(engine)() as s:
+        add_tenant(s, TenantSpec(name="acme"))
+        add_tenant(s, TenantSpec(name="other"))
+        s.commit()
+    clock = Clock()
+    plane = ControlPlane(FLEET, engine, NullExecutor(clock), clock=clock)
+    plane.recover(clock.t)
+
+    def submit(tenant, seconds):
+        spec = JobSpec(tenant=tenant, name="j", gpus=8, command=["sleep", str(seconds)])
+        with sessions(engine)() as s:
+            s.execute(insert(JobRow.__table__), [dict(
+                tenant=tenant, name="j", state="pending", spec=spec.model_dump(mode="json"),
+                submitted_s=clock.t)])
+            s.commit()
+        plane.step(clock.t)
+
+    live = LiveBooks(FLEET)
+    submit("acme", 3600)
+    submit("other", 36000)  # runs on past every check below
+    seen = []
+    for dt in (1800, 3600, 3600 + SETTLED_S + 1, 3600 + SETTLED_S + 1, 4200, 7200,
+               7200 + 3 * SETTLED_S):
+        clock.t = START + dt
+        plane.step(clock.t)
+        if dt == 3600:
+            submit("acme", 600)  # a second attempt of acme's, settling later
+        with sessions(engine)() as s:
+            totals = live.tenant_totals(s, clock.t)
+            whole = LiveBooks(FLEET).usage(s, START, clock.t, "tenant")
+        want = {r["tenant"]: r for r in whole["rows"]}
+        assert totals.keys() == want.keys()
+        for tenant, row in totals.items():
+            for key in ("gpu_hours", "it_kwh", "carbon_location_kg", "energy_cost_eur"):
+                assert row[key] == pytest.approx(want[tenant][key], rel=1e-6, abs=1e-6), (
+                    dt, tenant, key)
+        seen.append(totals["acme"]["gpu_hours"])
+    assert seen[0] == pytest.approx(4.0) and seen[-1] == pytest.approx(8 + 8 * 600 / 3600)
+    assert live._settled_until_s > START + 3600  # the first attempt is held, not recounted
+    engine.dispose()
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

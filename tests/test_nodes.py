@@ -86,11 +86,28 @@ def test_evicting_a_node_requeues_its_jobs_from_their_checkpoint():
     sched.cycle(0)
     node = job.placement[1][0]
     sched.set_node_up(node, False)
-    [gone] = sched.evict(node, 250, "node down", failure=True)
+    [gone] = sched.evict({node: "node down"}, 250, failure=True)
     assert gone.kind == "fail" and gone.job is job and gone.attempt == 1
     assert job.progress_s == 200 and job.failures == 1 and job.state.value == "waiting"
     assert sched.cycle(250) == []  # a gang of 8 no longer fits on the 4 GPUs left up
 
+
+
+def test_evicting_a_pod_stops_each_job_once():
+    """A drain --now of many nodes: a gang across two of them is preempted once, a job on a
+    node left up runs on."""
+    ts = {"a": tenant("a")}
+    cluster = ClusterState(fleet(nodes=3, gpus=4))
+    sched = Scheduler(cluster, ts.values(), make_policy("fifo"))
+    gang, alone = jobs([(0, 8, 1000), (0, 4, 1000)], ts)
+    for j in (gang, alone):
+        sched.submit(j, 0)
+    sched.cycle(0)
+    gang_nodes = {n for n, _ in gang.placement}
+    assert len(gang_nodes) == 2 and alone.placement[0][0] not in gang_nodes
+    out = sched.evict({n: f"node {n} drained" for n in gang_nodes}, 50)
+    assert [(d.kind, d.job) for d in out] == [("preempt", gang)]
+    assert alone.state.value == "running" and gang.state.value == "waiting"
 
 # ---- live: the operator drains, downs and resumes nodes through the API -------------------
 
@@ -303,6 +320,10 @@ def test_the_operator_holds_releases_requeues_and_cancels_a_tenants_jobs(live):
     assert [a["action"] for a in audit] == ["job.cancel", "job.requeue", "job.release",
                                             "job.hold"]
     assert audit[0]["detail"] == "runaway job (tenant acme)"
+    until(c, waiting, lambda j: j["state"] == "running")  # the GPUs the cancel freed
+    on_site = lambda site: [j["id"] for j in c.get(  # noqa: E731
+        "/admin/jobs", params={"site": site}, headers=c.op).json()]
+    assert on_site("local") == [waiting] and on_site("elsewhere") == []
 
 
 # ---- a tenant's life at runtime -------------------------------------------------------------

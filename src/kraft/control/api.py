@@ -12,10 +12,9 @@ import time
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
-from fastapi import Path as PathParam
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -31,6 +30,7 @@ from kraft.control.intake import WAITING, Intake, Submission
 from kraft.control.metrics import FleetCollector, render
 from kraft.control.nodes_api import add_node_routes
 from kraft.control.operator_api import add_operator_routes
+from kraft.control.params import Id, State
 from kraft.control.service import run_loop
 from kraft.control.store import (
     AuditRow,
@@ -52,10 +52,6 @@ from kraft.spec.load import explain
 from kraft.spec.models import FleetSpec, JobFields, JobSpec, TenantSpec
 
 log = logging.getLogger("kraft.api")
-# ids are 32-bit integer columns on PostgreSQL: larger ones are a 422, never a database error
-Id = Annotated[int, PathParam(ge=1, le=2**31 - 1, description="a positive id")]
-State = Literal["pending", "held", "admitted", "running", "preempted", "succeeded", "failed",
-                "cancelled", "rejected"]
 LOG_CHUNK = 1 << 20  # bytes of log per request
 Limit = Annotated[int, Query(ge=1, le=10_000)]
 

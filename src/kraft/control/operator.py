@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from kraft.control.store import AuditRow, JobRequestRow, JobRow
+from kraft.control.store import FINAL, AttemptRow, AuditRow, JobRequestRow, JobRow
 
 ACTIONS = ("cancel", "hold", "release", "requeue")
-FINAL = ("succeeded", "failed", "cancelled", "rejected")
 WAITING = ("pending", "admitted", "preempted")
 
 
@@ -64,8 +63,7 @@ def all_jobs(s, tenant: str | None = None, state: str | None = None, site: str |
         q = q.where(JobRow.tenant == tenant)
     if state:
         q = q.where(JobRow.state == state)
-    rows = s.scalars(q.order_by(JobRow.id.desc()).limit(limit if not site else 100_000)).all()
-    if site:
-        rows = [r for r in rows if any(p["node"].startswith(f"{site}/")
-                                       for p in r.placement or [])][:limit]
-    return rows
+    if site:  # its attempt running there (few: the open attempts, by the end_s index)
+        q = q.where(JobRow.id.in_(select(AttemptRow.job_id).where(
+            AttemptRow.end_s.is_(None), AttemptRow.site == site)))
+    return s.scalars(q.order_by(JobRow.id.desc()).limit(limit)).all()

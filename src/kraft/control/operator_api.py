@@ -4,15 +4,11 @@
 from typing import Annotated, Literal
 
 from fastapi import HTTPException, Query, Request
-from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
 from kraft.control import operator
+from kraft.control.params import Id, NameQuery
 from kraft.control.store import write_lock
-
-Id = Annotated[int, PathParam(ge=1, le=2**31 - 1, description="a positive id")]
-# a tenant's or site's name as the specs allow it (no NUL: PostgreSQL refuses it in text)
-Name = Annotated[str | None, Query(max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 
 
 class Reason(BaseModel):
@@ -22,8 +18,8 @@ class Reason(BaseModel):
 
 def add_operator_routes(app, engine, Session, Operator, out, State) -> None:
     @app.get("/admin/jobs")
-    def all_jobs(who: Operator, tenant: Name = None, state: State | None = None,
-                 site: Name = None,
+    def all_jobs(who: Operator, tenant: NameQuery = None, state: State | None = None,
+                 site: NameQuery = None,
                  limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> list[dict]:
         """Every tenant's jobs, newest first (`site`: those running there)."""
         with Session() as s:

@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 from kraft.cluster.state import ClusterState, Placement
 from kraft.control.metrics import CYCLE
 from kraft.control.store import (
+    FINAL,
     AttemptRow,
     EventRow,
     JobRequestRow,
@@ -47,7 +48,6 @@ from kraft.sched.job import Job, JobState, TenantState
 from kraft.spec.models import FleetSpec, JobSpec, TenantSpec
 
 log = logging.getLogger("kraft.service")
-FINAL = ("succeeded", "failed", "cancelled", "rejected")
 DEFAULT_LIMIT_S = 7 * 86400  # planning horizon for jobs that give no time limit
 KILL_MARGIN_S = 5.0  # an attempt alive this long past its grace period is SIGKILLed from here
 
@@ -180,7 +180,7 @@ class ControlPlane:
             self._free_gpus(req)
             return
         self.executor.stop(req, handles)
-        if not self.executor.status(req, handles).alive:  # an engine that stops at once
+        if "stops-at-once" in self.executor.capabilities:  # no status query to learn it
             self._free_gpus(req)
             return
         self.stop_sent[job_id] = time.monotonic()
@@ -356,7 +356,7 @@ class ControlPlane:
             return
         for node in self.node_marks.keys() - marks.keys():
             self.sched.set_node_up(node, True)
-        decisions = []
+        lost, drained = {}, {}  # node -> why its jobs stop
         for node, (state, evict, reason) in marks.items():
             if self.node_marks.get(node) == (state, evict):
                 continue
@@ -364,8 +364,11 @@ class ControlPlane:
             if evict:
                 what = "down" if state == "down" else "drained by the operator"
                 why = f"node {self.cluster.node_name[node]} {what} ({reason})"
-                decisions += self.sched.evict(node, now, why, failure=state == "down")
+                (lost if state == "down" else drained)[node] = why
         self.node_marks = {n: m[:2] for n, m in marks.items()}
+        decisions = self.sched.evict(lost, now, failure=True) if lost else []
+        if drained:
+            decisions += self.sched.evict(drained, now)
         self._apply(s, decisions, now)
         s.commit()
 

@@ -31,6 +31,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
+FINAL = ("succeeded", "failed", "cancelled", "rejected")  # a job in one of these is over
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)

@@ -9,10 +9,8 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from kraft.control.auth import hash_token, new_token
-from kraft.control.store import AuditRow, JobRow, TenantRow, TokenRow, utcnow
+from kraft.control.store import FINAL, AuditRow, JobRow, TenantRow, TokenRow, utcnow
 from kraft.spec.models import TenantSpec
-
-FINAL = ("succeeded", "failed", "cancelled", "rejected")
 
 
 def _live(s, name: str) -> TenantRow:

@@ -9,6 +9,7 @@ the 2024 series (docs/energy.md, "Live books").
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
 
@@ -23,6 +24,10 @@ from kraft.spec.models import FleetSpec
 
 BY = ("tenant", "site", "day", "job")
 DAY_S = 86400.0
+# An attempt is closed with end_s = the loop's clock at the close (ControlPlane._move), so one
+# that ended this long ago is on record for good: its books never change again. The margin
+# covers a close's commit landing late and clocks of failed-over hosts a little apart.
+SETTLED_S = 300.0
 
 
 class LiveBooks:
@@ -32,6 +37,8 @@ class LiveBooks:
         self.pool_of = {p.label: p.index for p in self.cluster.pools}
         self._inputs = inputs
         self.fleet = fleet
+        self._settled_until_s = -math.inf  # tenant_totals: attempts ended before this...
+        self._settled: dict[str, dict[str, float]] = {}  # ...summed here, per tenant
 
     @property
     def inputs(self) -> EnergyInputs:
@@ -42,11 +49,14 @@ class LiveBooks:
         return self._inputs
 
     def record(self, s, since_s: float, until_s: float, tenant: str | None = None,
-               job_id: int | None = None) -> Record:
-        """Attempts that overlap [since, until), on the clock of since's UTC year."""
+               job_id: int | None = None, where=None) -> Record:
+        """Attempts that overlap [since, until) (and meet `where`), on the clock of since's
+        UTC year."""
         q = select(AttemptRow, JobRow.name).join(JobRow, JobRow.id == AttemptRow.job_id).where(
             AttemptRow.start_s < until_s,
             or_(AttemptRow.end_s.is_(None), AttemptRow.end_s > since_s))
+        if where is not None:
+            q = q.where(where)
         if tenant is not None:
             q = q.where(AttemptRow.tenant == tenant)
         if job_id is not None:
@@ -100,6 +110,42 @@ class LiveBooks:
                         ENDED["running"] else None, "ended": _ending(rec.ended[k]),
                         **{c: round(float(cols[c][k]), 6) for c in SEGMENT_COLUMNS}})
         return out
+
+    def tenant_totals(self, s, now: float) -> dict[str, dict[str, float]]:
+        """Each tenant's books over every attempt on record, to now (the counters of
+        /metrics). Attempts settled (ended SETTLED_S ago) are summed once and kept; each call
+        counts only the running and the recently ended ones, however long the record."""
+        settled_until = now - SETTLED_S
+        if settled_until > self._settled_until_s:
+            newly = AttemptRow.end_s.is_not(None) & (AttemptRow.end_s < settled_until) & (
+                AttemptRow.end_s >= self._settled_until_s)
+            self._add(self._settled, self._tenant_books(s, newly, settled_until))
+            self._settled_until_s = settled_until
+        recent = AttemptRow.end_s.is_(None) | (AttemptRow.end_s >= self._settled_until_s)
+        out = {t: dict(row) for t, row in self._settled.items()}
+        self._add(out, self._tenant_books(s, recent, now))
+        return out
+
+    def _tenant_books(self, s, where, until_s: float) -> dict[str, dict[str, float]]:
+        first = s.scalar(select(func.min(AttemptRow.start_s)).where(where))
+        if first is None:
+            return {}
+        rec = self.record(s, first, max(until_s, first + 1e-3), where=where)
+        _, cols = books(rec, self.cluster, self.inputs, (rec.start_s.min(),
+                                                         rec.end_of_record_s))
+        out: dict[str, dict[str, float]] = {}
+        for k, j in enumerate(rec.job):
+            row = out.setdefault(rec.job_tenant[j], dict.fromkeys(SEGMENT_COLUMNS, 0.0))
+            for c in SEGMENT_COLUMNS:
+                row[c] += float(cols[c][k])
+        return out
+
+    @staticmethod
+    def _add(into: dict[str, dict[str, float]], more: dict[str, dict[str, float]]) -> None:
+        for tenant, row in more.items():
+            mine = into.setdefault(tenant, dict.fromkeys(SEGMENT_COLUMNS, 0.0))
+            for c, v in row.items():
+                mine[c] += v
 
     def usage(self, s, since_s: float, until_s: float, by: str = "tenant",
               tenant: str | None = None, with_sites: bool = False) -> dict:

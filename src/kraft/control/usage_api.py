@@ -7,13 +7,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import HTTPException, Query
-from fastapi import Path as PathParam
 
+from kraft.control.params import Id, NameQuery
 from kraft.control.usage import LiveBooks, parse_time
 
 By = Literal["tenant", "site", "day", "job"]
-Id = Annotated[int, PathParam(ge=1, le=2**31 - 1, description="a positive id")]
-Name = Annotated[str | None, Query(max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 When = Annotated[str | None, Query(max_length=40, description="ISO date or time, UTC")]
 
 
@@ -60,7 +58,7 @@ def add_usage_routes(app, Session, Tenant, Operator, own, live: LiveBooks | None
 
     @app.get("/admin/usage")
     def admin_usage(who: Operator, since: When = None, until: When = None,
-                    by: By = "tenant", tenant: Name = None) -> dict:
+                    by: By = "tenant", tenant: NameQuery = None) -> dict:
         """Every tenant's usage (or one's), with each site's own books (idle GPUs, PUE)."""
         lb = books()
         with Session() as s:

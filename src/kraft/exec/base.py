@@ -136,7 +136,8 @@ class ExitFiles:
 
 class Executor(Protocol):
     name: str
-    capabilities: frozenset[str]  # e.g. {"logs", "adopt", "multi-node"}
+    # e.g. {"logs", "adopt", "multi-node"}; "stops-at-once": nothing lives once stop returns
+    capabilities: frozenset[str]
 
     def start(self, req: RunRequest, only: list[int] | None = None) -> list[int]:
         """Launch (the ranks in `only`, to finish a start a crash cut short); returns handles,

@@ -29,7 +29,7 @@ def sleep_seconds(req: RunRequest) -> float:
 
 class NullExecutor:
     name = "null"
-    capabilities = frozenset({"multi-node"})
+    capabilities = frozenset({"multi-node", "stops-at-once"})
 
     def __init__(self, clock: Callable[[], float] = time.time,
                  run_s: Callable[[RunRequest], float] = sleep_seconds,

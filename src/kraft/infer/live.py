@@ -27,7 +27,7 @@ import httpx
 from sqlalchemy import func, select
 
 from kraft.cluster.state import ClusterState
-from kraft.control.store import JobRow, ServiceRow, TenantRow, sessions, utcnow, write_lock
+from kraft.control.store import FINAL, JobRow, ServiceRow, TenantRow, sessions, utcnow, write_lock
 from kraft.exec.local import owns_port
 from kraft.infer.autoscale import ScaleInput, desired_replicas
 from kraft.infer.latency import ReplicaTiming, llm_model
@@ -35,7 +35,6 @@ from kraft.infer.routing import make_router
 from kraft.spec.inference import InferenceServiceSpec
 from kraft.spec.models import FleetSpec, JobSpec, ResidencySpec, TenantSpec
 
-FINAL = ("succeeded", "failed", "cancelled", "rejected")
 log = logging.getLogger("kraft.gateway")
 
 def reconcile_services(s, now_s: float) -> int:

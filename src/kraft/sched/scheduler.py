@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import islice
 from typing import NamedTuple
@@ -541,14 +541,20 @@ class Scheduler:
     def jobs_on(self, node: int) -> list[Job]:
         return [j for j in self.running.values() if any(n == node for n, _ in j.placement)]
 
-    def evict(self, node: int, now: float, reason: str, failure: bool = False
+    def evict(self, nodes: Mapping[int, str], now: float, failure: bool = False
               ) -> list[Decision]:
-        """Stop every job running on `node` (an operator's drain --now, or the node is
-        lost): each keeps its work up to its last checkpoint and requeues; a loss counts as
-        a failure, as a hardware failure in the twin does. Returns the decisions (preempt, or
-        fail for a lost node)."""
+        """Stop every job running on any of `nodes` (node -> why: an operator's drain --now,
+        or the node is lost), in one pass over the running jobs however many nodes go (a
+        site's drain): each keeps its work up to its last checkpoint and requeues; a loss
+        counts as a failure, as a hardware failure in the twin does. Returns the decisions
+        (preempt, or fail for a lost node)."""
+        hit = []
+        for job in self.running.values():
+            on = [n for n, _ in job.placement if n in nodes]
+            if on:
+                hit.append((job, nodes[on[0]]))
         out = []
-        for job in self.jobs_on(node):
+        for job, reason in hit:  # after the pass: stopping a job changes self.running
             pool, placement, attempt = job.pool, job.placement, job.epoch
             if failure:
                 self.fail(job, now)
