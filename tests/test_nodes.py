@@ -3,6 +3,7 @@ are evicted; the cluster's indexes stay exact under any mix of starts, ends, dra
 
 from __future__ import annotations
 
+import pytest
 from helpers import fleet, jobs, tenant
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -108,6 +109,31 @@ def test_evicting_a_pod_stops_each_job_once():
     out = sched.evict({n: f"node {n} drained" for n in gang_nodes}, 50)
     assert [(d.kind, d.job) for d in out] == [("preempt", gang)]
     assert alone.state.value == "running" and gang.state.value == "waiting"
+
+
+@pytest.mark.parametrize("policy", ["fifo", "backfill", "fairshare"])
+def test_top_puts_a_job_first_in_its_tenants_order_only(policy):
+    """a1 a2 b1 a3 queued behind a full fleet; top a3: the tenant's line is a3 a1 a2, and b1
+    keeps its place (a3 takes a1's, a1 a2's, a2 a3's)."""
+    ts = {"a": tenant("a"), "b": tenant("b")}
+    cluster = ClusterState(fleet(nodes=1, gpus=4))
+    sched = Scheduler(cluster, ts.values(), make_policy(policy))
+    blocker, a1, a2, b1, a3 = jobs([(0, 4, 100), (1, 4, 10), (2, 4, 10), (3, 4, 10, "b"),
+                                    (4, 4, 10)], ts)
+    for j in (blocker, a1, a2, b1, a3):
+        sched.submit(j, j.submit_s)
+    sched.cycle(5)
+    moved = sched.top(a3, 5)
+    assert {j.id for j in moved} == {a1.id, a2.id, a3.id}
+    assert list(ts["a"].waiting) == [a3.id, a1.id, a2.id]
+    assert (a3.order_s, a1.order_s, a2.order_s, b1.order_s) == (1, 2, 4, 3)
+    assert sched.top(a3, 5) == []  # already first
+    order = [j.id for j in sched.policy.order(5)]
+    assert order.index(a3.id) < order.index(a1.id) < order.index(a2.id)
+    if policy != "fairshare":  # fairshare orders tenants by usage, not by time
+        assert order == [a3.id, a1.id, b1.id, a2.id]
+    with pytest.raises(ValueError, match="only a waiting job"):
+        sched.top(blocker, 5)
 
 # ---- live: the operator drains, downs and resumes nodes through the API -------------------
 
@@ -325,6 +351,31 @@ def test_the_operator_holds_releases_requeues_and_cancels_a_tenants_jobs(live):
         "/admin/jobs", params={"site": site}, headers=c.op).json()]
     assert on_site("local") == [waiting] and on_site("elsewhere") == []
 
+
+
+def test_the_operator_tops_a_waiting_job(live):
+    c = live
+    submit = lambda: c.post(  # noqa: E731
+        "/v1/jobs", json={"gpus": 8, "command": ["sleep", "600"]},
+        headers=c.tenant).json()["id"]
+    big, w1, w2, w3 = submit(), submit(), submit(), submit()
+    until(c, big, lambda j: j["state"] == "running")
+    until(c, w3, lambda j: j["state"] == "admitted")
+    top = c.post(f"/admin/jobs/{w3}/top", json={"reason": "deadline tonight"}, headers=c.op)
+    assert top.status_code == 202, top.text
+    assert c.post(f"/admin/jobs/{big}/top", json={"reason": "x"},
+                  headers=c.op).status_code == 409  # running: nothing to pass
+    deadline = time.time() + 10
+    while not any("first in its tenant's order: top by the operator: deadline tonight"
+                  in e["detail"] for e in c.get(f"/v1/jobs/{w3}/events",
+                                                headers=c.tenant).json()):
+        assert time.time() < deadline
+        time.sleep(0.05)
+    c.post(f"/v1/jobs/{big}/cancel", headers=c.tenant)
+    until(c, w3, lambda j: j["state"] == "running")  # it went first, past w1 and w2
+    assert c.get(f"/v1/jobs/{w1}", headers=c.tenant).json()["state"] == "admitted"
+    assert [a["action"] for a in c.get("/admin/audit", headers=c.op).json()
+            if a["target"] == str(w3)][0] == "job.top"
 
 # ---- a tenant's life at runtime -------------------------------------------------------------
 

@@ -1,11 +1,13 @@
 """The operator's control of any tenant's jobs: list them all; cancel, hold, release and
-requeue one, each with a reason in the audit log and in the job's events.
+requeue one, or put it first in its tenant's order (top), each with a reason in the audit
+log and in the job's events.
 
 The API and `kraft admin job` write the request; the loop carries it out (kraft.control.service
 `_requests`): hold takes a waiting job out of the queue (state `held`, as Slurm's
 `scontrol hold`), release puts it back in its place, requeue stops a running job and queues
 it again with its checkpoint (as a preemption), cancel is the tenant's cancel with the
-operator's reason.
+operator's reason; top moves a waiting job to the head of its tenant's line (Slurm's
+`scontrol top`), other tenants keeping their places.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from sqlalchemy import select
 
 from kraft.control.store import FINAL, AttemptRow, AuditRow, JobRequestRow, JobRow
 
-ACTIONS = ("cancel", "hold", "release", "requeue")
+ACTIONS = ("cancel", "hold", "release", "requeue", "top")
 WAITING = ("pending", "admitted", "preempted")
 
 
@@ -45,6 +47,8 @@ def request(s, job_id: int, action: str, reason: str, actor: str, address: str) 
                        f"cancel a running one)")
     elif action == "release" and state != "held":
         raise Conflict(f"job {job_id} is {state}, not held")
+    elif action == "top" and state not in WAITING:
+        raise Conflict(f"job {job_id} is {state}: only a waiting job can go first in line")
     elif action == "requeue" and state != "running":
         raise Conflict(f"job {job_id} is {state}: only a running job can be requeued")
     if action != "cancel":

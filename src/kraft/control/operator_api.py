@@ -1,5 +1,5 @@
 """Operator routes for every tenant's jobs: `GET /admin/jobs[?tenant=&state=&site=&limit=]`,
-`POST /admin/jobs/{id}/{cancel,hold,release,requeue}` with `{"reason": "..."}`."""
+`POST /admin/jobs/{id}/{cancel,hold,release,requeue,top}` with `{"reason": "..."}`."""
 
 from typing import Annotated, Literal
 
@@ -27,7 +27,7 @@ def add_operator_routes(app, engine, Session, Operator, out, State) -> None:
                                                                    limit)]
 
     @app.post("/admin/jobs/{job_id}/{action}", status_code=202)
-    def act(job_id: Id, action: Literal["cancel", "hold", "release", "requeue"],
+    def act(job_id: Id, action: Literal["cancel", "hold", "release", "requeue", "top"],
             body: Reason, request: Request, who: Operator) -> dict:
         """Cancel, hold (out of the queue), release (back in its place) or requeue (stop and
         queue again with its checkpoint) any tenant's job; the loop carries it out within a

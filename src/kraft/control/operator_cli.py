@@ -69,5 +69,6 @@ def _command(action: str, doc: str):
 for _action, _doc in (("cancel", "Cancel any tenant's job, with the reason it is told."),
                       ("hold", "Take a waiting job out of the queue until released."),
                       ("release", "Put a held job back in the queue, in its place."),
-                      ("requeue", "Stop a running job; it queues again with its checkpoint.")):
+                      ("requeue", "Stop a running job; it queues again with its checkpoint."),
+                      ("top", "Put a waiting job first in its tenant's order.")):
     _command(_action, _doc)

@@ -21,7 +21,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import bindparam, insert, select, true, update
+from sqlalchemy import bindparam, func, insert, select, true, update
 from sqlalchemy.engine import Engine
 
 from kraft.cluster.state import ClusterState, Placement
@@ -137,11 +137,14 @@ class ControlPlane:
         spec = JobSpec.model_validate(row.spec)
         # the work to plan with: a replay's known run time, else the time limit, else a week
         work_s = spec.duration_s or spec.time_limit_s or DEFAULT_LIMIT_S
-        return Job(row.id, tenant, spec.gpus, row.submitted_s, work_s, name=row.name,
+        job = Job(row.id, tenant, spec.gpus, row.submitted_s, work_s, name=row.name,
                    gpu_model=spec.gpu_model, time_limit_s=spec.time_limit_s,
                    checkpoint_interval_s=spec.checkpoint_interval_s,
                    restart_cost_s=spec.restart_cost_s, preemptible=spec.preemptible,
                    flex_window_s=spec.window_s)
+        if getattr(row, "queue_s", None) is not None:  # the operator moved it (top)
+            job.order_s = row.queue_s
+        return job
 
     def _ranks(self, placement: Placement) -> tuple[Rank, ...] | None:
         """GPU indices for a placement, or None while some of them still belong to an attempt
@@ -229,8 +232,8 @@ class ControlPlane:
         recording an end and stopping it) are stopped, and hold their GPUs until gone."""
         self.now = now
         with write_lock(self.engine), self.Session() as s:
-            rows = s.scalars(select(JobRow).where(JobRow.state.not_in(FINAL))
-                             .order_by(JobRow.id)).all()
+            rows = s.scalars(select(JobRow).where(JobRow.state.not_in(FINAL)).order_by(
+                func.coalesce(JobRow.queue_s, JobRow.submitted_s), JobRow.id)).all()
             for row in rows:
                 tenant = self._tenant(s, row.tenant)
                 if row.state in ("pending", "held"):
@@ -384,7 +387,8 @@ class ControlPlane:
                     self.sched.update_tenant(new)
 
     def _requests(self, s, now: float) -> None:
-        """Carry out the operator's holds, releases and requeues (kraft.control.operator)."""
+        """Carry out the operator's holds, releases, tops and requeues
+        (kraft.control.operator)."""
         pending = s.scalars(select(JobRequestRow).where(JobRequestRow.done_at.is_(None))
                             .order_by(JobRequestRow.id)).all()
         for req in pending:
@@ -399,6 +403,11 @@ class ControlPlane:
                 self._move(s, row, "held", f"waiting: held by the operator: {req.reason}")
             elif req.action == "release" and row.state == "held":
                 self._move(s, row, "pending", f"released by the operator: {req.reason}")
+            elif req.action == "top" and row.id in self.jobs and row.id not in self.runs:
+                for job in self.sched.top(self.jobs[row.id], now):
+                    s.get(JobRow, job.id).queue_s = job.order_s
+                s.add(EventRow(job_id=row.id, at=self._at(), from_state=row.state,
+                               to_state=row.state, detail=f"first in its tenant's order: {why}"))
             elif req.action == "requeue" and row.id in self.runs:
                 self._apply(s, [self.sched.requeue(self.jobs[row.id], now,
                                                    f"waiting: {why}")], now)

@@ -92,6 +92,8 @@ class JobRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     submitted_s: Mapped[float] = mapped_column(Float, default=0.0)
+    # its place in line (epoch s), where the operator moved it (top); else submitted_s
+    queue_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     # An inference replica: its service, and whether the gateway is draining it to stop.
     service_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     draining: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -48,7 +48,7 @@ class Job:
                  "state", "progress_s", "executed_s", "start_s", "end_s", "penalty_s",
                  "first_start_s", "finish_s", "placement", "pool", "guaranteed", "preemptions",
                  "failures", "lost_gpu_s", "epoch", "reason", "key", "pools", "estimate_s",
-                 "flex_window_s")
+                 "flex_window_s", "order_s")
 
     def __init__(self, id: int, tenant: TenantState, gpus: int, submit_s: float,
                  duration_s: float, *, name: str = "", gpu_model: str | None = None,
@@ -61,6 +61,7 @@ class Job:
         self.gpus = gpus
         self.gpu_model = gpu_model
         self.submit_s = submit_s
+        self.order_s = submit_s  # its place in line: submission, unless the operator tops it
         self.duration_s = duration_s  # work to do, in seconds of uninterrupted running
         self.time_limit_s = time_limit_s
         self.checkpoint_interval_s = checkpoint_interval_s

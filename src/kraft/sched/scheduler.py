@@ -565,6 +565,31 @@ class Scheduler:
                                 placement, attempt))
         return out
 
+    def top(self, job: Job, now: float) -> list[Job]:
+        """The operator's `top` (Slurm's `scontrol top`): a waiting `job` goes first in its
+        tenant's order. It takes the place in line of the tenant's first waiting job, and the
+        ones it passes move back one place each; other tenants' jobs keep theirs. The place
+        in line is what submission time gives each policy (fifo, backfill, fairshare; under
+        las and srtf it orders jobs of equal level or remaining work). Returns the jobs whose
+        place changed."""
+        if job.state is not JobState.WAITING:
+            raise ValueError(f"job {job.id} is {job.state.value}: only a waiting job moves")
+        line = list(job.tenant.waiting.values())
+        passed = line[:line.index(job) + 1]
+        if len(passed) == 1:
+            return []
+        places = sorted(j.order_s for j in passed)
+        moved = [job, *passed[:-1]]
+        for j in moved:
+            self.policy.dequeue(j)
+        for j, place in zip(moved, places):
+            j.order_s = place
+            self.policy.enqueue(j, now)
+        rest = line[len(passed):]
+        job.tenant.waiting.clear()
+        job.tenant.waiting.update((j.id, j) for j in (*moved, *rest))
+        return moved
+
     def requeue(self, job: Job, now: float, reason: str) -> Decision:
         """Stop a running job at the operator's word; it requeues with its checkpoint."""
         pool, placement, attempt = job.pool, job.placement, job.epoch

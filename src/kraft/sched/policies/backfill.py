@@ -15,4 +15,4 @@ class Backfill(SortedQueue):
     fill = Fill.BACKFILL
 
     def key(self, job: Job, now: float) -> tuple:
-        return (job.tenant.tier_rank, job.submit_s, job.id)
+        return (job.tenant.tier_rank, job.order_s, job.id)

@@ -10,4 +10,4 @@ class Fifo(SortedQueue):
     fill = Fill.STRICT
 
     def key(self, job: Job, now: float) -> tuple:
-        return (job.submit_s, job.id)
+        return (job.order_s, job.id)

@@ -34,7 +34,7 @@ class Las(SortedQueue):
         return sum(1 for t in self.thresholds if attained_gpu_s >= t)
 
     def key(self, job: Job, now: float) -> tuple:
-        return (self._level(job.gpus * job.executed_s), job.submit_s, job.id)
+        return (self._level(job.gpus * job.executed_s), job.order_s, job.id)
 
     def on_start(self, job: Job, now: float) -> None:
         self._file(job, self._level(job.gpus * job.executed_s), now)

@@ -22,7 +22,7 @@ class Srtf(SortedQueue):
         self.running: SortedList = SortedList(key=lambda j: (j.end_s, j.id))
 
     def key(self, job: Job, now: float) -> tuple:
-        return (job.remaining_s, job.submit_s, job.id)
+        return (job.remaining_s, job.order_s, job.id)
 
     def on_start(self, job: Job, now: float) -> None:
         self.running.add(job)

@@ -1,0 +1,21 @@
+"""jobs.queue_s: a job's place in line when the operator moved it (kraft admin job top)
+
+Revision ID: 0005
+Revises: 0004
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0005'
+down_revision = '0004'
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('jobs') as batch:
+        batch.add_column(sa.Column('queue_s', sa.Float(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('jobs') as batch:
+        batch.drop_column('queue_s')
