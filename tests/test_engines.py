@@ -257,3 +257,91 @@ def test_a_job_that_ignores_sigterm_is_gone_after_the_grace_period(serve, how):
         started = min(float((work / "lab" / f"started-{r}").read_text()) for r in (0, 1))
         assert started > last_alive, "the preempted job's GPUs were in use by two jobs"
         cheap.post(f"/v1/jobs/{job_id}/cancel")
+
+
+@pytest.mark.parametrize("engine", list(ENGINES), indirect=True)
+def test_one_status_query_per_step_for_all_running_jobs(engine, tmp_path, monkeypatch):
+    """The loop asks the engine about all its running jobs at once: one squeue listing, or
+    one Ray job listing, per step, however many run (was one query per job every step)."""
+    name, fleet, live, clean = engine
+    from kraft.control.service import ControlPlane
+    from kraft.control.store import JobRow, make_engine, migrate, sessions
+    from kraft.spec.load import load_fleet
+    from kraft.spec.models import JobSpec, TenantSpec
+
+    db = make_engine(f"sqlite:///{tmp_path / 'kraft.db'}")
+    migrate(db)
+    top = Path(tempfile.mkdtemp(prefix="kraft-engines-"))
+    top.chmod(0o711)
+    plane = ControlPlane(load_fleet(fleet), db, top / "runs", single_user=True)
+    with sessions(db)() as s:
+        from kraft.control.api import add_tenant
+
+        add_tenant(s, TenantSpec(name="acme"))
+        for k in range(4):
+            spec = JobSpec(tenant="acme", name=f"j{k}", gpus=1, command=["sleep", "60"])
+            s.add(JobRow(tenant="acme", name=f"j{k}", state="pending",
+                         spec=spec.model_dump(mode="json"), submitted_s=time.time()))
+        s.commit()
+    plane.recover(time.time())
+    calls = []
+    if name == "slurm":
+        import kraft.exec.slurm as slurm
+
+        real = slurm._run
+        monkeypatch.setattr(slurm, "_run", lambda argv, *a: calls.append(argv[0]) or
+                            real(argv, *a))
+    else:
+        [ray] = [plane.executor]
+        for method in ("get_job_info", "list_jobs", "get_job_status"):
+            real_method = getattr(ray.client, method)
+            monkeypatch.setattr(ray.client, method, lambda *a, _m=method, _r=real_method:
+                                calls.append(_m) or _r(*a))
+    try:
+        deadline = time.time() + 60
+        while len(plane.runs) < 4 and time.time() < deadline:
+            plane.step()
+            time.sleep(0.1)
+        assert len(plane.runs) == 4, "the four jobs did not start"
+        time.sleep(1.5)
+        for _ in range(5):
+            calls.clear()
+            plane.step()
+            queries = [c for c in calls if c in ("squeue", "get_job_info", "list_jobs",
+                                                 "get_job_status")]
+            assert queries == (["squeue"] if name == "slurm" else ["list_jobs"]), calls
+        with sessions(db)() as s:
+            assert {r.state for r in s.query(JobRow)} == {"running"}
+    finally:
+        monkeypatch.undo()
+        with sessions(db)() as s:
+            for r in s.query(JobRow):
+                r.cancel_requested = True
+            s.commit()
+        plane.step()
+        clean(live())
+        db.dispose()
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.mark.parametrize("engine", ["slurm"], indirect=True)
+def test_slurm_reports_the_nodes_it_has_down(engine, tmp_path):
+    """`scontrol update state=down` on one of the fleet's nodes: the executor reports it, by
+    Kraft's name and with Slurm's reason; resumed, it is reported no more."""
+    from kraft.cluster.state import ClusterState
+    from kraft.exec.router import make_executor
+    from kraft.spec.load import load_fleet
+
+    ex = make_executor(ClusterState(load_fleet("slurm-local")), tmp_path)
+    assert ex.nodes_down() == {}
+    subprocess.run(["scontrol", "update", "nodename=node2", "state=down",
+                    "reason=kraft test"], check=True)
+    try:
+        down = ex.nodes_down()
+    finally:
+        subprocess.run(["scontrol", "update", "nodename=node2", "state=resume"], check=True)
+    assert down == {"local/pod-n001": "slurm reports it down: kraft test"}
+    deadline = time.time() + 30
+    while ex.nodes_down():
+        assert time.time() < deadline, ex.nodes_down()
+        time.sleep(0.5)

@@ -111,6 +111,47 @@ def test_evicting_a_pod_stops_each_job_once():
     assert alone.state.value == "running" and gang.state.value == "waiting"
 
 
+
+@pytest.mark.parametrize("policy", ["fifo", "backfill"])
+def test_backfill_honours_a_maintenance_window(policy):
+    """Node 0 has maintenance from t=1,000 to 2,000 s. Before it, only a job that would end
+    first starts there; during it, nothing; after it, the node takes work again."""
+    from kraft.sched.job import Job
+
+    ts = {"a": tenant("a")}
+    cluster = ClusterState(fleet(nodes=2, gpus=4))
+    sched = Scheduler(cluster, ts.values(), make_policy(policy))
+    sched.set_maintenance([(0, 1000.0, 2000.0)])
+    long1 = Job(1, ts["a"], 4, 0.0, 3000.0, time_limit_s=3000.0)
+    short = Job(2, ts["a"], 4, 0.0, 400.0, time_limit_s=500.0)
+    long2 = Job(3, ts["a"], 4, 0.0, 3000.0, time_limit_s=3000.0)
+    for j in (long1, short, long2):
+        sched.submit(j, 0)
+    starts = {d.job.id: d.placement[0][0] for d in sched.cycle(0) if d.kind == "start"}
+    assert starts == {1: 1, 2: 0}  # the long one on node 1; node 0 only for the short one
+    assert long2.state.value == "waiting"
+    assert sched.next_wakeup() == 1000.0  # the window's opening is an event
+    sched.finish(short, 400)
+    assert sched.cycle(400) == []  # node 0 is free, but long2 would run into the window
+    assert sched.cycle(1000) == [] and not cluster.node_up[0]
+    assert sched.next_wakeup() == 2000.0
+    [start] = sched.cycle(2000)
+    assert start.job is long2 and start.placement[0][0] == 0 and cluster.node_up[0]
+    assert sched.windows == [] and sched.next_wakeup() is None
+
+
+def test_a_window_and_the_operators_mark_are_separate_reasons():
+    ts = {"a": tenant("a")}
+    cluster = ClusterState(fleet(nodes=1, gpus=4))
+    sched = Scheduler(cluster, ts.values(), make_policy("fifo"))
+    sched.set_maintenance([(0, 10.0, 20.0)])
+    sched.cycle(10)
+    sched.set_node_up(0, False)  # the operator drains it during the window
+    sched.cycle(20)  # the window closes: still drained
+    assert not cluster.node_up[0]
+    sched.set_node_up(0, True)
+    assert cluster.node_up[0]
+
 @pytest.mark.parametrize("policy", ["fifo", "backfill", "fairshare"])
 def test_top_puts_a_job_first_in_its_tenants_order_only(policy):
     """a1 a2 b1 a3 queued behind a full fleet; top a3: the tenant's line is a3 a1 a2, and b1
@@ -160,6 +201,7 @@ def live(db_url, tmp_path):
     op = {"Authorization": f"Bearer {ensure_operator_token(home)}"}
     plane = ControlPlane(load_fleet("local"), engine, NullExecutor())
     with TestClient(create_app(engine, home, plane, tick_s=0.02)) as c:
+        c.engine = plane.executor
         r = c.post("/admin/tenants", json={"name": "acme"}, headers=op)
         c.tenant = {"Authorization": f"Bearer {r.json()['token']}"}
         c.op = op
@@ -228,6 +270,43 @@ def test_drain_down_and_resume_through_the_api(live):
                                             "node.drain"]
     assert audit[1]["detail"].startswith("PSU failed") and "--now" in audit[2]["detail"]
 
+
+
+def test_a_node_the_engine_loses_is_marked_down_and_its_jobs_requeue(live, monkeypatch):
+    """The engine reports a node lost: the loop marks it down with the engine's reason, the
+    gang on it requeues from its checkpoint as a failure; the engine has it back: resumed,
+    and the gang runs again on a new attempt. An operator's mark is left as it is."""
+    import kraft.control.service as service
+
+    monkeypatch.setattr(service, "HEALTH_EVERY_S", 0.05)
+    c = live
+    gang = c.post("/v1/jobs", json={"gpus": 8, "command": ["sleep", "600"],
+                                    "checkpoint_interval_s": 60}, headers=c.tenant).json()["id"]
+    until(c, gang, lambda j: j["state"] == "running")
+    c.post("/admin/nodes/drain", json={"target": N0, "reason": "operator's own"},
+           headers=c.op)
+    c.engine.down = {N1: "slurm reports it down: Not responding", N0: "also down"}
+    until(c, gang, lambda j: j["state"] == "admitted")
+    states = node_states(c)
+    assert states[N1]["state"] == "down"
+    assert states[N1]["reason"] == "slurm reports it down: Not responding"
+    assert states[N0]["reason"] == "operator's own"  # the operator's mark stands
+    [lost] = c.get(f"/v1/jobs/{gang}/attempts", headers=c.tenant).json()
+    assert lost["ended"] == "failed"
+    events = [e["detail"] for e in c.get(f"/v1/jobs/{gang}/events", headers=c.tenant).json()]
+    assert any("node local/pod-n001 down (slurm reports it down: Not responding)" in d
+               for d in events), events
+    c.engine.down = {}
+    deadline = time.time() + 10
+    while node_states(c)[N1]["state"] != "up":
+        assert time.time() < deadline
+        time.sleep(0.05)
+    assert node_states(c)[N0]["state"] == "drained"  # not the engine's to resume
+    c.post("/admin/nodes/resume", json={"target": N0}, headers=c.op)
+    assert until(c, gang, lambda j: j["state"] == "running")["attempt"] == 2
+    audit = [(a["actor"], a["action"]) for a in c.get("/admin/audit", headers=c.op).json()
+             if a["action"].startswith("node.")]
+    assert ("engine:null", "node.down") in audit and ("engine:null", "node.resume") in audit
 
 def test_node_requests_that_cannot_be_met_say_why(live):
     c = live

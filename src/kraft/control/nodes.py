@@ -6,6 +6,11 @@ row (and the audit log); the scheduling loop reads the table each step and appli
 a drained node takes no new work and its jobs run on (`--now`: they are preempted, keeping
 their last checkpoint); a down node's jobs are requeued as failures. Shown as Slurm does:
 `draining` while jobs still run on a drained node, `drained` once it is empty.
+
+A node the engine reports lost (Slurm down or failed, a dead Ray node) is marked down by the
+loop itself (`engine_report`, by `engine:<name>`), with the engine's reason; its jobs requeue
+from their last checkpoint as failures, as in the twin. When the engine has it back, the loop
+resumes it; a node the operator marked stays as the operator left it.
 """
 
 from __future__ import annotations
@@ -78,6 +83,29 @@ def change(s, cluster: ClusterState, action: str, target: str, reason: str, now:
     s.add(AuditRow(actor=actor, action=f"node.{action}", target=target[:200],
                    address=address, detail=f"{reason}{flag} ({len(names)} node(s))"))
     return names
+
+
+def engine_report(s, cluster: ClusterState, down: dict[str, str], engine: str) -> bool:
+    """Bring the nodes table in line with the engine's report (node name -> why it is
+    lost): mark newly lost nodes down, resume the ones the engine marked and has back.
+    Returns whether anything changed; the caller commits."""
+    actor = f"engine:{engine}"
+    known = set(cluster.node_name)
+    changed = False
+    for name, why in down.items():
+        if name not in known or s.get(NodeRow, name) is not None:
+            continue  # not this fleet's, or already out (by the operator or before)
+        s.add(NodeRow(name=name, state="down", reason=why, by=actor, evict=True))
+        s.add(AuditRow(actor=actor, action="node.down", target=name[:200], address="",
+                       detail=why))
+        changed = True
+    for row in s.scalars(select(NodeRow).where(NodeRow.by == actor)):
+        if row.name not in down:
+            s.delete(row)
+            s.add(AuditRow(actor=actor, action="node.resume", target=row.name[:200],
+                           address="", detail=f"{engine} has it back"))
+            changed = True
+    return changed
 
 
 def view(s, cluster: ClusterState, site: str | None = None) -> dict:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import os
 import socket
 import threading
@@ -26,6 +27,7 @@ from sqlalchemy.engine import Engine
 
 from kraft.cluster.state import ClusterState, Placement
 from kraft.control.metrics import CYCLE
+from kraft.control.nodes import engine_report
 from kraft.control.store import (
     FINAL,
     AttemptRow,
@@ -38,7 +40,7 @@ from kraft.control.store import (
     sessions,
     write_lock,
 )
-from kraft.exec.base import Executor, Rank, RunRequest
+from kraft.exec.base import Executor, Rank, RunRequest, statuses
 from kraft.exec.identity import Identity, Isolation
 from kraft.exec.router import make_executor
 from kraft.infer.live import reconcile_services
@@ -49,6 +51,7 @@ from kraft.spec.models import FleetSpec, JobSpec, TenantSpec
 
 log = logging.getLogger("kraft.service")
 DEFAULT_LIMIT_S = 7 * 86400  # planning horizon for jobs that give no time limit
+HEALTH_EVERY_S = 5.0  # how often the engine is asked which nodes it has lost
 KILL_MARGIN_S = 5.0  # an attempt alive this long past its grace period is SIGKILLed from here
 
 
@@ -103,6 +106,7 @@ class ControlPlane:
         self.spec_seen: dict[str, dict] = {}  # each tenant's spec as last read
         self.reasons_at = 0.0
         self.services_at = 0.0
+        self.health_at = -math.inf
 
     # ---- bookkeeping helpers ---------------------------------------------------------------
 
@@ -327,6 +331,9 @@ class ControlPlane:
                 self.services_at = now
                 if reconcile_services(s, now):
                     s.commit()
+            if now - self.health_at >= HEALTH_EVERY_S:  # lost nodes first: their jobs
+                self.health_at = now  # requeue as failures, not end as vanished
+                self._engine_nodes(s, now)
             self._poll(s, now)  # ends before arrivals, as in the twin
             self._ingest(s, now)
             self._cancels(s, now)
@@ -343,6 +350,22 @@ class ControlPlane:
                 self._reasons(s)
                 self._tenant_updates(s)
                 self.reasons_at = now
+
+    def _engine_nodes(self, s, now: float) -> None:
+        """Nodes the engine reports lost are marked down (kraft.control.nodes), and back up
+        when it has them again."""
+        ask = getattr(self.executor, "nodes_down", None)
+        if ask is None:
+            return
+        try:
+            down = ask()
+        except Exception as e:  # the engine did not answer: judge nothing this time
+            log.warning("the %s executor did not say which nodes are down: %s",
+                        self.executor.name, e)
+            return
+        if engine_report(s, self.cluster, down, self.executor.name):
+            s.commit()
+            self._nodes(s, now)
 
     def _nodes(self, s, now: float) -> None:
         """Apply the operator's drains, downs and resumes (kraft.control.nodes): a node out of
@@ -476,9 +499,9 @@ class ControlPlane:
                 self.sched.cancel(job, now)
 
     def _poll(self, s, now: float) -> None:
-        for job_id, (req, handles) in list(self.runs.items()):
+        runs = list(self.runs.items())
+        for (job_id, _), status in zip(runs, statuses(self.executor, [r for _, r in runs])):
             job = self.jobs[job_id]
-            status = self.executor.status(req, handles)
             row = s.get(JobRow, job_id)
             if status.running:
                 limit = job.time_limit_s

@@ -134,6 +134,14 @@ class ExitFiles:
         return RunStatus(False, None, lost=True), False
 
 
+def statuses(executor, runs: list[tuple[RunRequest, list]]) -> list[RunStatus]:
+    """Every run's status, in one engine query where the engine offers one."""
+    many = getattr(executor, "status_many", None)
+    if many is not None:
+        return many(runs)
+    return [executor.status(req, handles) for req, handles in runs]
+
+
 class Executor(Protocol):
     name: str
     # e.g. {"logs", "adopt", "multi-node"}; "stops-at-once": nothing lives once stop returns
@@ -147,6 +155,12 @@ class Executor(Protocol):
     def status(self, req: RunRequest, handles: list[int]) -> RunStatus:
         """Judged on every rank: one that failed or vanished ends the gang (and the executor
         stops the rest; `alive` says whether any of it still lives)."""
+
+    # Optional: nodes_down() -> {Kraft node name: why}, the nodes the engine reports lost
+    # (Slurm down/failed, a dead Ray node); the loop marks them down (kraft.control.nodes).
+    # Optional: status_many(runs: list[(RunRequest, handles)]) -> list[RunStatus], the status
+    # of every run from one engine query (one squeue listing, one Ray job listing) instead of
+    # one per run. The loop calls it through `statuses` below.
 
     def stop(self, req: RunRequest, handles: list[int]) -> None:
         """SIGTERM to every process of the attempt, SIGKILL `req.grace_s` later."""

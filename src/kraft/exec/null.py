@@ -44,6 +44,7 @@ class NullExecutor:
         self.ends: dict[tuple[int, int], float] = {}  # (job, attempt) -> when it ends
         self.stopped: set[tuple[int, int]] = set()
         self.started_attempts: list[tuple[int, int, float]] = []  # (job, attempt, at)
+        self.down: dict[str, str] = {}  # nodes to report lost (a test's hand on the engine)
 
     def start(self, req: RunRequest, only: list[int] | None = None) -> list[int]:
         key = (req.job_id, req.attempt)
@@ -67,6 +68,9 @@ class NullExecutor:
         self.stopped.add((req.job_id, req.attempt))
 
     kill = stop
+
+    def nodes_down(self) -> dict[str, str]:
+        return dict(self.down)
 
     def log_path(self, job_id: int, attempt: int) -> Path:
         return log_file(self.work_dir, job_id, attempt)

@@ -36,6 +36,7 @@ class RayExecutor(ExitFiles):
         from ray.job_submission import JobSubmissionClient
 
         self.client = JobSubmissionClient(address)
+        self.address = address.rstrip("/")
         self.node_names = node_names or {}  # Kraft node name -> the Ray node's resource name
         self.python = python  # on the Ray head: an interpreter with Kraft installed
         self.logged_at: dict[str, float] = {}
@@ -79,10 +80,21 @@ class RayExecutor(ExitFiles):
             self.log_path(req.job_id, req.attempt).write_text(self.client.get_job_logs(sid))
 
     def status(self, req: RunRequest, handles: list[int]) -> RunStatus:
-        sid = self.submission_id(req)
         try:
-            info = self.client.get_job_info(sid)
+            info = self.client.get_job_info(self.submission_id(req))
         except RuntimeError:  # Ray does not know it: lost (the head was restarted, say)
+            info = None
+        return self._judge(req, info)
+
+    def status_many(self, runs: list[tuple[RunRequest, list[int]]]) -> list[RunStatus]:
+        """Every run's status from one job listing of the Jobs API."""
+        if not runs:
+            return []
+        known = {info.submission_id: info for info in self.client.list_jobs()}
+        return [self._judge(req, known.get(self.submission_id(req))) for req, _ in runs]
+
+    def _judge(self, req: RunRequest, info) -> RunStatus:
+        if info is None:  # Ray does not know it: lost (the head was restarted, say)
             return RunStatus(False, None, lost=True)
         state = _name(info.status)
         self._copy_logs(req, force=state not in LIVE)
@@ -92,6 +104,26 @@ class RayExecutor(ExitFiles):
             return RunStatus(False, 0)
         code = getattr(info, "driver_exit_code", None)
         return RunStatus(False, code if code not in (None, 0) else 1)
+
+    def nodes_down(self) -> dict[str, str]:
+        """Kraft's nodes whose Ray node is dead (by the node's resource name), from the
+        state API: one request. A node Ray no longer lists at all is not judged here."""
+        import httpx
+
+        rows = httpx.get(f"{self.address}/api/v0/nodes", params={"detail": 1, "limit": 10000},
+                         timeout=10).json()["data"]["result"]["result"]
+        kraft_of = {v: k for k, v in self.node_names.items()}
+        alive = {r for row in rows if row.get("state") == "ALIVE"
+                 for r in row.get("resources_total") or {}}
+        out = {}
+        for row in rows:
+            if row.get("state") != "DEAD":
+                continue
+            for resource in row.get("resources_total") or {}:
+                if resource in kraft_of and resource not in alive:  # not restarted since
+                    out[kraft_of[resource]] = "ray reports it dead" + (
+                        f": {row['state_message']}" if row.get("state_message") else "")
+        return out
 
     def stop(self, req: RunRequest, handles: list[int]) -> None:
         # Returns at once: Ray stops the driver (SIGTERM, then SIGKILL after 3 s) and removes

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kraft.cluster.state import ClusterState
-from kraft.exec.base import Executor, RunRequest, RunStatus
+from kraft.exec.base import Executor, RunRequest, RunStatus, statuses
 from kraft.exec.identity import Isolation
 from kraft.exec.local import LocalExecutor
 
@@ -64,8 +64,27 @@ class SiteRouter:
     def status(self, req: RunRequest, handles: list[int]) -> RunStatus:
         return self._for(req).status(req, handles)
 
+    def status_many(self, runs: list[tuple[RunRequest, list[int]]]) -> list[RunStatus]:
+        """One query per engine, each for its own runs."""
+        by_engine: dict[int, list[int]] = {}
+        for k, (req, _) in enumerate(runs):
+            by_engine.setdefault(id(self._for(req)), []).append(k)
+        out: list[RunStatus | None] = [None] * len(runs)
+        for ks in by_engine.values():
+            engine = self._for(runs[ks[0]][0])
+            for k, status in zip(ks, statuses(engine, [runs[k] for k in ks])):
+                out[k] = status
+        return out
+
     def stop(self, req: RunRequest, handles: list[int]) -> None:
         self._for(req).stop(req, handles)
+
+    def nodes_down(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for ex in {id(e): e for e in self.by_site.values()}.values():
+            if hasattr(ex, "nodes_down"):
+                out.update(ex.nodes_down())
+        return out
 
     def log_path(self, job_id: int, attempt: int) -> Path:
         return next(iter(self.by_site.values())).log_path(job_id, attempt)

@@ -176,6 +176,19 @@ class SlurmExecutor(ExitFiles):
             if "Invalid job id" not in str(e):  # forgotten by Slurm: judge by exit files
                 raise
             states = {}
+        return self._judge(req, handles, states)
+
+    def status_many(self, runs: list[tuple[RunRequest, list[int]]]) -> list[RunStatus]:
+        """Every run's status from one squeue listing (every job Slurm still knows; one it
+        has forgotten is judged by its exit files, as in `status`)."""
+        if not runs:
+            return []
+        out = _run(["squeue", "-h", "-t", "all", "-o", "%i %T"])
+        states = {int(i): st for i, st in (line.split() for line in out.splitlines())}
+        return [self._judge(req, handles, states) for req, handles in runs]
+
+    def _judge(self, req: RunRequest, handles: list[int], states: dict[int, str]
+               ) -> RunStatus:
         status, stop = self.gang_status(req, [h is not None and states.get(h) in LIVE
                                               for h in handles])
         if stop:
@@ -211,6 +224,21 @@ class SlurmExecutor(ExitFiles):
         if ids:
             self._scancel("--signal=KILL", "--full", *ids)
             self._scancel(*ids)
+
+    def nodes_down(self) -> dict[str, str]:
+        """Kraft's nodes that Slurm has down, failed or not responding, with Slurm's
+        reason: one sinfo."""
+        kraft_of = {v: k for k, v in self.node_names.items()}
+        out = {}
+        for line in _run(["sinfo", "-h", "-N", "-o", "%N|%T|%E"]).splitlines():
+            node, state, reason = (line.split("|", 2) + ["", ""])[:3]
+            bare = state.rstrip("*~#!%$@^-").lower()
+            if state.endswith("*") or bare in ("down", "fail", "failing"):
+                why = "not responding" if state.endswith("*") else bare
+                reason = reason.strip() if reason.strip() not in ("", "none") else ""
+                out[kraft_of.get(node, node)] = f"slurm reports it {why}" + (
+                    f": {reason}" if reason else "")
+        return out
 
     def _kraft_jobs(self) -> dict[tuple[int, int], dict[int, int]]:
         """Every live Kraft rank in Slurm, by (job, attempt) and rank: one squeue."""

@@ -77,6 +77,8 @@ class Scheduler:
         self.prefer = prefer
         self._ranked: dict[tuple, tuple[Pool, ...]] = {}
         self._now = 0.0
+        self.out_why: dict[int, set[str]] = {}  # node -> why it is out (operator, maintenance)
+        self.windows: list[tuple[float, float, int]] = []  # maintenance: (start, end, node)
         self.tenants = {t.name: t for t in tenants}
         self.reserved = [t for t in self.tenants.values() if t.reserved_gpus > 0]
         self.running: dict[int, Job] = {}
@@ -198,7 +200,9 @@ class Scheduler:
         self._start(job, placement, pool, start_s, [], guaranteed=False)
 
     def next_wakeup(self) -> float | None:
-        times = [t for t in (self.policy.next_wakeup(),
+        now = self._now  # a maintenance window's opening or close is an event too
+        edge = min((t for s, e, _ in self.windows for t in (s, e) if t > now), default=None)
+        times = [t for t in (self.policy.next_wakeup(), edge,
                              self.deferred[0][0] if self.deferred else None) if t is not None]
         return min(times) if times else None
 
@@ -211,6 +215,8 @@ class Scheduler:
     def cycle(self, now: float) -> list[Decision]:
         out: list[Decision] = []
         self._now = now
+        if self.windows:
+            self._maintenance(now)
         while self.deferred and self.deferred[0][0] <= now:
             job = heapq.heappop(self.deferred)[2]
             if job.state is JobState.WAITING:
@@ -358,6 +364,21 @@ class Scheduler:
     # ---- mechanisms ------------------------------------------------------------------------
 
     def _place(self, job: Job, pools: tuple[Pool, ...]) -> tuple[Placement, Pool] | None:
+        """Best placement over the allowed pools, on nodes whose maintenance does not open
+        before the job would end (its time limit, else its estimate)."""
+        if not self.windows:
+            return self._place_on(job, pools)
+        now, up = self._now, self.cluster.node_up
+        closing = {n for s, _, n in self.windows if now < s < now + job.estimate_s and up[n]}
+        for n in closing:
+            self.cluster.set_up(n, False)
+        try:
+            return self._place_on(job, pools)
+        finally:
+            for n in closing:
+                self.cluster.set_up(n, True)
+
+    def _place_on(self, job: Job, pools: tuple[Pool, ...]) -> tuple[Placement, Pool] | None:
         """Best placement over the allowed pools: the tightest single node, else the first
         pool that holds the gang."""
         gpus = job.gpus
@@ -533,10 +554,37 @@ class Scheduler:
 
     # ---- nodes -----------------------------------------------------------------------------
 
-    def set_node_up(self, node: int, up: bool) -> None:
+    def set_node_up(self, node: int, up: bool, why: str = "operator") -> None:
         """A drained or down node takes no new work; its running jobs are left alone (evict
-        them to stop them)."""
-        self.cluster.set_up(node, up)
+        them to stop them). A node is up when nothing keeps it out: the operator's mark and a
+        maintenance window are separate reasons."""
+        out = self.out_why.setdefault(node, set())
+        (out.discard if up else out.add)(why)
+        if not out:
+            del self.out_why[node]
+        self.cluster.set_up(node, not out)
+
+    def set_maintenance(self, windows: Iterable[tuple[int, float, float]]) -> None:
+        """Maintenance windows, (node, start_s, end_s) each, as Slurm's maintenance
+        reservations: from start to end the node takes no new work (a job still on it runs
+        on: evict it to stop it); before the start, a job starts there only if it would end
+        first (by its time limit, else its estimate: a job that gives no limit is planned at
+        the service's default). Replaces the windows set before."""
+        for n in [n for n, why in self.out_why.items() if "maintenance" in why]:
+            self.set_node_up(n, True, "maintenance")
+        self.windows = sorted((float(s), float(e), n) for n, s, e in windows if e > s)
+        self._maintenance(self._now)
+
+    def _maintenance(self, now: float) -> None:
+        """Open and close the windows due by now."""
+        inside = {n for s, e, n in self.windows if s <= now < e}
+        for n in inside:
+            if "maintenance" not in self.out_why.get(n, ()):
+                self.set_node_up(n, False, "maintenance")
+        for n in [n for n, why in self.out_why.items() if "maintenance" in why]:
+            if n not in inside:
+                self.set_node_up(n, True, "maintenance")
+        self.windows = [w for w in self.windows if w[1] > now]
 
     def jobs_on(self, node: int) -> list[Job]:
         return [j for j in self.running.values() if any(n == node for n, _ in j.placement)]
