@@ -308,6 +308,52 @@ def test_a_node_the_engine_loses_is_marked_down_and_its_jobs_requeue(live, monke
              if a["action"].startswith("node.")]
     assert ("engine:null", "node.down") in audit and ("engine:null", "node.resume") in audit
 
+
+def test_a_maintenance_window_through_the_api(live):
+    """A window on N0 an hour from now: a job with no time limit (planned at a week) does not
+    start there, one that ends first does. A window open now: the node is `maint`, and back
+    up, its row gone, once it closes."""
+    from datetime import UTC, datetime
+
+    c = live
+    iso = lambda dt: datetime.fromtimestamp(time.time() + dt, UTC).isoformat()  # noqa: E731
+    r = c.post("/admin/nodes/drain", json={"target": N0, "reason": "PSU swap",
+                                           "from": iso(3600), "until": iso(7200)},
+               headers=c.op)
+    assert r.status_code == 200, r.text
+    submit = lambda **kw: c.post("/v1/jobs", json={  # noqa: E731
+        "gpus": 4, "command": ["sleep", "600"], **kw}, headers=c.tenant).json()["id"]
+    endless = submit()
+    assert until(c, endless, lambda j: j["state"] == "running")["placement"][0]["node"] == N1
+    short = submit(time_limit_s=600)
+    assert until(c, short, lambda j: j["state"] == "running")["placement"][0]["node"] == N0
+    n0 = node_states(c)[N0]
+    assert n0["state"] == "up" and n0["reason"] == "PSU swap" and n0["maintenance"]["start"]
+    # a window open now, two seconds long
+    c.post(f"/v1/jobs/{endless}/cancel", headers=c.tenant)
+    until(c, endless, lambda j: j["state"] == "cancelled")
+    c.post("/admin/nodes/drain", json={"target": N1, "reason": "firmware", "from": iso(-10),
+                                       "until": iso(2)}, headers=c.op)
+    deadline = time.time() + 1.5
+    while node_states(c)[N1]["state"] != "maint":
+        assert time.time() < deadline
+        time.sleep(0.05)
+    blocked = submit(time_limit_s=60)
+    time.sleep(0.3)
+    assert c.get(f"/v1/jobs/{blocked}", headers=c.tenant).json()["state"] == "admitted"
+    assert until(c, blocked, lambda j: j["state"] == "running",
+                 timeout=10)["placement"][0]["node"] == N1
+    assert node_states(c)[N1]["state"] == "up" and node_states(c)[N1]["maintenance"] is None
+    audit = [(a["actor"], a["action"], a["target"]) for a in
+             c.get("/admin/audit", headers=c.op).json()]
+    assert ("maintenance", "node.resume", N1) in audit
+    bad = c.post("/admin/nodes/drain", json={"target": N0, "reason": "x", "from": iso(10),
+                                             "until": iso(5)}, headers=c.op)
+    assert bad.status_code == 422 and "after its start" in bad.json()["detail"]
+    half = c.post("/admin/nodes/drain", json={"target": N0, "reason": "x", "from": iso(10)},
+                  headers=c.op)
+    assert half.status_code == 422 and "both" in half.json()["detail"]
+
 def test_node_requests_that_cannot_be_met_say_why(live):
     c = live
     r = c.post("/admin/nodes/drain", json={"target": "nowhere/pod-n000", "reason": "x"},
@@ -437,7 +483,7 @@ def test_the_operator_tops_a_waiting_job(live):
     submit = lambda: c.post(  # noqa: E731
         "/v1/jobs", json={"gpus": 8, "command": ["sleep", "600"]},
         headers=c.tenant).json()["id"]
-    big, w1, w2, w3 = submit(), submit(), submit(), submit()
+    big, w1, _, w3 = submit(), submit(), submit(), submit()
     until(c, big, lambda j: j["state"] == "running")
     until(c, w3, lambda j: j["state"] == "admitted")
     top = c.post(f"/admin/jobs/{w3}/top", json={"reason": "deadline tonight"}, headers=c.op)

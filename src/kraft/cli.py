@@ -145,7 +145,8 @@ def _run(fleet_spec, tenants_spec, trace, policy, load, seed, defaults, config, 
     if options is not None:
         policy, config, shift_by, prefer = (options.policy, options.config, options.shift_by,
                                             options.prefer)
-        extra = {"policy_params": options.policy_params, "forecast": options.forecast}
+        extra = {"policy_params": options.policy_params, "forecast": options.forecast,
+                 "maintenance": options.maintenance}
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("jobs"), TimeElapsedColumn(), console=err, transient=True) as bar:
         task = bar.add_task(label or policy, total=trace.n_jobs)
@@ -208,11 +209,19 @@ def simulate(
     failures: Annotated[Optional[str], typer.Option(
         help="hardware failures: 'llama3' (Meta's rate, 1.97e-5 per GPU-hour) or a rate per "
              "GPU-hour; drawn with --seed")] = None,
+    maintenance: Annotated[Optional[Path], typer.Option(
+        help="a maintenance plan to replay: CSV target,start_h,end_h[,reason] "
+             "(docs/operator.md)")] = None,
 ) -> None:
     """Replay a trace on a fleet under one policy and print the results."""
+    from dataclasses import replace
+
     from kraft.report.tables import breakdown_table, energy_table, results_table, site_table
+    from kraft.sim.maintenance import load_plan
 
     options = scheduling_options(policy, param, scan_depth, shift, prefer, forecast)
+    if maintenance is not None:
+        options = replace(options, maintenance=load_plan(maintenance))
     fleet_spec, tenants_spec, loaded, books = _setup(
         [policy], fleet, tenants, trace, data_dir, seed, fmt,
         energy or shift is not None or prefer is not None, signal_year, gpu_util)
@@ -229,6 +238,10 @@ def simulate(
                   f"{r['jobs']['submitted']} jobs, offered load {r['load']['offered']:.2f}, "
                   f"policy {policy}; {r['jobs']['finished']} finished, "
                   f"{r['jobs']['rejected']} rejected", highlight=False)
+    if "maintenance" in r:
+        console.print(f"maintenance plan: {r['maintenance']['windows']} window(s), "
+                      f"{r['maintenance']['node_hours']:,.1f} node-hours out of service",
+                      highlight=False)
     console.print(results_table([(policy, r, run.timing)], "results", lower_bound=r))
     if breakdown:
         console.print(breakdown_table(r, "tier"))

@@ -236,6 +236,21 @@ class ClusterState:
         if old == g or new == g:
             self._idle_change(pool, node, idle=new == g)
 
+    def nodes_of(self, target: str) -> list[int]:
+        """Node indices of a node (`site/pod-n000`), a pod (`site/pod`) or a site (`site`)."""
+        index = self.node_index()
+        if target in index and "/" in target:
+            return [index[target]]
+        pods = [p for p, name in enumerate(self.pod_name) if name == target]
+        if pods:
+            return [n for n, p in enumerate(self.node_pod) if p in pods]
+        sites = [n for n, pool in enumerate(self.node_pool)
+                 if self.pools[pool].site.name == target]
+        if sites:
+            return sites
+        raise ValueError(f"no node, pod or site {target!r} in fleet {self.fleet.name!r} "
+                         f"(a node is site/pod-nNNN, a pod site/pod, a site its name)")
+
     def node_index(self) -> dict[str, int]:
         """Node name -> index; also the name a single-site fleet's records used before
         nodes carried their site (`pod-n000`), where it names one node only."""

@@ -15,7 +15,9 @@ resumes it; a node the operator marked stays as the operator left it.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 
@@ -42,32 +44,25 @@ def remember_fleet(s, fleet: FleetSpec) -> None:
         row.value = value
 
 
-def targets(cluster: ClusterState, target: str) -> list[int]:
-    """Node indices of a node (`site/pod-n000`), a pod (`site/pod`) or a site (`site`)."""
-    index = cluster.node_index()
-    if target in index and "/" in target:
-        return [index[target]]
-    pods = [p for p, name in enumerate(cluster.pod_name) if name == target]
-    if pods:
-        return [n for n, p in enumerate(cluster.node_pod) if p in pods]
-    sites = [n for n, pool in enumerate(cluster.node_pool)
-             if cluster.pools[pool].site.name == target]
-    if sites:
-        return sites
-    raise ValueError(f"no node, pod or site {target!r} in fleet {cluster.fleet.name!r} "
-                     f"(a node is site/pod-nNNN, a pod site/pod, a site its name)")
-
-
 def change(s, cluster: ClusterState, action: str, target: str, reason: str, now: bool,
-           actor: str, address: str) -> list[str]:
-    """Record an operator's drain, resume or down of `target`; the loop acts on it. Returns
-    the node names changed. The caller commits."""
+           actor: str, address: str, window: tuple[float, float] | None = None) -> list[str]:
+    """Record an operator's drain, resume or down of `target`; the loop acts on it. A drain
+    with a `window` (start, end epoch s) is a maintenance window. Returns the node names
+    changed. The caller commits."""
     if action not in ACTIONS:
         raise ValueError(f"{action!r}? Use one of {', '.join(ACTIONS)}")
+    if window is not None:
+        if action != "drain":
+            raise ValueError("a maintenance window (--from/--until) is a drain's")
+        if now:
+            raise ValueError("a maintenance window takes no --now: jobs that would run into "
+                             "it do not start there (by their time limits)")
+        if not window[0] < window[1]:
+            raise ValueError("the window's end (--until) must come after its start (--from)")
     if action != "resume" and not reason.strip():
         raise ValueError(f"{action} needs a reason (--reason): it goes in the audit log and "
                          f"in every affected job's events")
-    names = [cluster.node_name[n] for n in targets(cluster, target)]
+    names = [cluster.node_name[n] for n in cluster.nodes_of(target)]
     for name in names:
         row = s.get(NodeRow, name)
         if action == "resume":
@@ -79,10 +74,17 @@ def change(s, cluster: ClusterState, action: str, target: str, reason: str, now:
             s.add(row)
         row.state, row.reason, row.by = action, reason, actor
         row.evict = now or action == "down"
+        row.start_s, row.end_s = window if window else (None, None)
     flag = " --now" if now and action == "drain" else ""
+    if window:
+        flag += f" from {_iso(window[0])} until {_iso(window[1])}"
     s.add(AuditRow(actor=actor, action=f"node.{action}", target=target[:200],
                    address=address, detail=f"{reason}{flag} ({len(names)} node(s))"))
     return names
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="minutes")
 
 
 def engine_report(s, cluster: ClusterState, down: dict[str, str], engine: str) -> bool:
@@ -130,13 +132,17 @@ def view(s, cluster: ClusterState, site: str | None = None) -> dict:
             continue
         mark = marks.get(name)
         state = "up" if mark is None else mark.state.replace("drain", "drained")
+        window = None
+        if mark is not None and mark.start_s is not None:  # maintenance: up until it opens
+            window = {"start": _iso(mark.start_s), "end": _iso(mark.end_s)}
+            state = "maint" if mark.start_s <= time.time() else "up"
         if state == "drained" and on_node.get(name):
             state = "draining"
         row = {"node": name, "site": pool.site.name, "pod": cluster.pod_name[cluster.node_pod[n]],
                "model": pool.model, "gpus": pool.gpus_per_node, "allocated": used[name],
                "state": state, "reason": mark.reason if mark else "",
                "since": as_utc(mark.since).isoformat() if mark else None,
-               "jobs": sorted(on_node.get(name, []))}
+               "jobs": sorted(on_node.get(name, [])), "maintenance": window}
         nodes.append(row)
         for key, table in ((row["pod"], pods), (row["site"], sites)):
             t = table.setdefault(key, {"gpus": 0, "allocated": 0, "nodes": 0, "up": 0})

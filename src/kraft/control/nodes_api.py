@@ -1,10 +1,11 @@
 """Operator routes for nodes: `GET /admin/nodes[?site=]`, `POST /admin/nodes/{action}` with
-`{"target": NODE|POD|SITE, "reason": "...", "now": false}` (kraft.control.nodes)."""
+`{"target": NODE|POD|SITE, "reason": "...", "now": false}`, a drain with `"from"` and
+`"until"` (ISO times) being a maintenance window (kraft.control.nodes)."""
 
 from typing import Annotated, Literal
 
 from fastapi import HTTPException, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from kraft.cluster.state import ClusterState
 from kraft.control import nodes
@@ -16,6 +17,15 @@ class NodeChange(BaseModel):
     target: str = Field(min_length=1, max_length=300, description="site/pod-nNNN, site/pod or site")
     reason: str = Field("", max_length=1000)
     now: bool = Field(False, description="drain: preempt the jobs on it (checkpoint kept)")
+    start: AwareDatetime | None = Field(None, alias="from", description="maintenance from")
+    until: AwareDatetime | None = Field(None, description="maintenance until")
+
+    def window(self) -> tuple[float, float] | None:
+        if self.start is None and self.until is None:
+            return None
+        if self.start is None or self.until is None:
+            raise ValueError("a maintenance window needs both from and until")
+        return self.start.timestamp(), self.until.timestamp()
 
 
 def add_node_routes(app, engine, Session, Operator, cluster: ClusterState | None) -> None:
@@ -46,8 +56,10 @@ def add_node_routes(app, engine, Session, Operator, cluster: ClusterState | None
         with write_lock(engine), Session() as s:
             try:
                 names = nodes.change(s, c, action, body.target, body.reason, body.now, who,
-                                     request.client.host if request.client else "")
+                                     request.client.host if request.client else "",
+                                     body.window())
             except ValueError as e:
-                raise HTTPException(422 if "reason" in str(e) else 404, str(e)) from None
+                raise HTTPException(404 if str(e).startswith("no node") else 422,
+                                    str(e)) from None
             s.commit()
         return {"action": action, "nodes": names}

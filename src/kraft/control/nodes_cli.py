@@ -66,22 +66,38 @@ def nodes(site: Annotated[Optional[str], typer.Option(help="one site")] = None,
         table.add_row(n["node"], n["model"], str(n["gpus"]), str(n["allocated"]), n["state"],
                       (n["since"] or "")[5:16].replace("T", " "),
                       ",".join(map(str, n["jobs"][:8])) + ("…" if len(n["jobs"]) > 8 else ""),
-                      Text(n["reason"]))
+                      Text(n["reason"] + (f" (maintenance {n['maintenance']['start'][:16]} to "
+                                          f"{n['maintenance']['end'][:16]})"
+                                          if n.get("maintenance") else "")))
     console.print(table)
 
 
-def _change(action: str, target: str, reason: str, now: bool, data_dir, db, db_file) -> None:
+def _change(action: str, target: str, reason: str, now: bool, data_dir, db, db_file,
+            start: str | None = None, until: str | None = None) -> None:
     from kraft.control.nodes import change
     from kraft.control.store import sessions
+    from kraft.control.usage import parse_time
 
+    window = None
+    try:
+        if start is not None or until is not None:
+            if start is None or until is None:
+                raise ValueError("a maintenance window needs both --from and --until")
+            window = (parse_time(start, 0.0), parse_time(until, 0.0))
+    except ValueError as e:
+        _fail(str(e))
     with sessions(_engine(data_dir, db, db_file))() as s:
         try:
-            names = change(s, _cluster(s), action, target, reason, now, "operator", "local")
+            names = change(s, _cluster(s), action, target, reason, now, "operator", "local",
+                           window)
         except ValueError as e:
             _fail(str(e))
         s.commit()
     what = {"drain": "drained" + (" now (jobs preempted)" if now else " (running jobs finish)"),
             "resume": "resumed", "down": "down (jobs requeued as failures)"}[action]
+    if window:
+        what = (f"under maintenance from {start} until {until} UTC (jobs that would run into "
+                f"it do not start there)")
     console.print(Text(f"{len(names)} node(s) {what}: {target}"))
 
 
@@ -89,9 +105,15 @@ def _change(action: str, target: str, reason: str, now: bool, data_dir, db, db_f
 def drain(target: Target, reason: Reason = "",
           now: Annotated[bool, typer.Option(help="preempt the jobs on it now (each keeps its "
                                                  "last checkpoint)")] = False,
+          start: Annotated[Optional[str], typer.Option(
+              "--from", help="a maintenance window from this time (ISO, UTC unless it says)")
+          ] = None,
+          until: Annotated[Optional[str], typer.Option(
+              help="...until this time; the node is back in service after it")] = None,
           data_dir: DataDir = DEFAULT_HOME, db: Db = None, db_file: DbFile = None) -> None:
-    """No new work on TARGET; running jobs finish (or, --now, are preempted)."""
-    _change("drain", target, reason, now, data_dir, db, db_file)
+    """No new work on TARGET; running jobs finish (or, --now, are preempted). With --from
+    and --until, a maintenance window: before it only jobs that end first start there."""
+    _change("drain", target, reason, now, data_dir, db, db_file, start, until)
 
 
 @node_app.command("resume")

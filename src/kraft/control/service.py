@@ -31,6 +31,7 @@ from kraft.control.nodes import engine_report
 from kraft.control.store import (
     FINAL,
     AttemptRow,
+    AuditRow,
     EventRow,
     JobRequestRow,
     JobRow,
@@ -107,6 +108,7 @@ class ControlPlane:
         self.reasons_at = 0.0
         self.services_at = 0.0
         self.health_at = -math.inf
+        self.windows_seen: list[tuple[int, float, float]] = []
 
     # ---- bookkeeping helpers ---------------------------------------------------------------
 
@@ -370,13 +372,31 @@ class ControlPlane:
     def _nodes(self, s, now: float) -> None:
         """Apply the operator's drains, downs and resumes (kraft.control.nodes): a node out of
         placement takes no new work; with `evict` (drain --now, down) its jobs are stopped
-        and requeued from their last checkpoint, a down node's counted as failures."""
-        marks = {}
-        for name, state, evict, reason in s.execute(select(NodeRow.name, NodeRow.state,
-                                                           NodeRow.evict, NodeRow.reason)):
-            node = self.node_index.get(name)
-            if node is not None:
-                marks[node] = (state, evict, reason)
+        and requeued from their last checkpoint, a down node's counted as failures. A
+        maintenance window goes to the scheduler, which opens and closes it on time; once it
+        is over its row goes."""
+        marks, windows, over = {}, [], []
+        for row in s.execute(select(NodeRow.name, NodeRow.state, NodeRow.evict,
+                                    NodeRow.reason, NodeRow.start_s, NodeRow.end_s)):
+            node = self.node_index.get(row.name)
+            if node is None:
+                continue
+            if row.start_s is None:
+                marks[node] = (row.state, row.evict, row.reason)
+            elif row.end_s <= now:
+                over.append(row.name)
+            else:
+                windows.append((node, row.start_s, row.end_s))
+        windows.sort()
+        if windows != self.windows_seen:
+            self.windows_seen = windows
+            self.sched.set_maintenance(windows)
+        for name in over:
+            s.delete(s.get(NodeRow, name))
+            s.add(AuditRow(actor="maintenance", action="node.resume", target=name[:200],
+                           address="", detail="its maintenance window is over"))
+        if over:
+            s.commit()
         if marks.keys() == self.node_marks.keys() and all(
                 self.node_marks[n] == m[:2] for n, m in marks.items()):
             return

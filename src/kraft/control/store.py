@@ -170,6 +170,10 @@ class NodeRow(Base):
     by: Mapped[str] = mapped_column(String(100), default="operator")
     evict: Mapped[bool] = mapped_column(Boolean, default=False)
     since: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # a maintenance window (epoch s): out of placement from start to end, and before the start
+    # for jobs that would not end first; the loop removes the row once it is over
+    start_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    end_s: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class SettingRow(Base):

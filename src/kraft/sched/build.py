@@ -26,16 +26,20 @@ class SchedulingOptions:
     shift_by: str | None = None  # carbon | price: defer flexible jobs within their window
     prefer: str | None = None  # carbon | price | latency: the site weigher
     forecast: str = "oracle"  # what shifting plans with (kraft.signals.forecast)
+    # a maintenance plan, (node|pod|site, start_s, end_s) each, on the scheduler's clock (the
+    # twin's; the live service keeps its windows in the database, kraft.control.nodes)
+    maintenance: tuple[tuple[str, float, float], ...] = ()
 
     def as_dict(self) -> dict:
         return {"policy": self.policy, "policy_params": dict(self.policy_params),
                 "config": vars(self.config), "shift_by": self.shift_by, "prefer": self.prefer,
-                "forecast": self.forecast}
+                "forecast": self.forecast, "maintenance": [list(w) for w in self.maintenance]}
 
     @classmethod
     def from_dict(cls, d: dict) -> SchedulingOptions:
         return cls(d["policy"], d["policy_params"], SchedulerConfig(**d["config"]),
-                   d["shift_by"], d["prefer"], d["forecast"])
+                   d["shift_by"], d["prefer"], d["forecast"],
+                   tuple(tuple(w) for w in d.get("maintenance", ())))
 
 
 def make_scheduler(cluster: ClusterState, tenants: Iterable[TenantState],
@@ -58,4 +62,8 @@ def make_scheduler(cluster: ClusterState, tenants: Iterable[TenantState],
         weigher = SignalWeigher(SignalShift(signal_by_site(energy, options.prefer),
                                             options.prefer, origin_s=origin_s))
     policy = make_policy(options.policy, **options.policy_params)
-    return Scheduler(cluster, tenants, policy, options.config, shift, weigher)
+    sched = Scheduler(cluster, tenants, policy, options.config, shift, weigher)
+    if options.maintenance:
+        sched.set_maintenance([(n, start, end) for target, start, end in options.maintenance
+                               for n in cluster.nodes_of(target)])
+    return sched

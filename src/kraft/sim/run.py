@@ -35,10 +35,12 @@ def simulate(fleet: FleetSpec, tenants: TenantsSpec, trace: Trace, policy: str, 
              prefer: str | None = None,
              forecast: str = "oracle",
              failures: FailureModel | None = None,
+             maintenance: tuple[tuple[str, float, float], ...] = (),
              progress: Callable[[int], None] | None = None) -> SimRun:
     cluster = ClusterState(fleet)
     jobs, tenant_states, factor = build_jobs(trace, tenants, defaults, cluster.total_gpus, load)
-    options = SchedulingOptions(policy, policy_params or {}, config, shift_by, prefer, forecast)
+    options = SchedulingOptions(policy, policy_params or {}, config, shift_by, prefer, forecast,
+                                maintenance)
     scheduler = make_scheduler(cluster, tenant_states.values(), options, energy)
     outcome = Simulator(scheduler, jobs, progress, failures).run()
     results = summarize(outcome, fleet=fleet.name, fleet_gpus=cluster.total_gpus,
@@ -47,6 +49,11 @@ def simulate(fleet: FleetSpec, tenants: TenantsSpec, trace: Trace, policy: str, 
                         time_factor=factor, dropped_rows=dict(trace.dropped))
     if failures is not None:
         results["failures"] = failure_figures(outcome.jobs, failures)
+    if maintenance:
+        from kraft.sim.maintenance import node_hours
+
+        results["maintenance"] = {"windows": len(maintenance),
+                                  "node_hours": round(node_hours(cluster, maintenance), 3)}
     job_energy = None
     if energy is not None:
         record = outcome.segments.record(outcome.jobs, cluster.node_name, outcome.end_s)

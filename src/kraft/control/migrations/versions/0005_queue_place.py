@@ -1,4 +1,5 @@
-"""jobs.queue_s: a job's place in line when the operator moved it (kraft admin job top)
+"""jobs.queue_s: a job's place in line when the operator moved it (kraft admin job top);
+nodes.start_s, end_s: a maintenance window (kraft admin node drain --from --until)
 
 Revision ID: 0005
 Revises: 0004
@@ -14,8 +15,14 @@ down_revision = '0004'
 def upgrade() -> None:
     with op.batch_alter_table('jobs') as batch:
         batch.add_column(sa.Column('queue_s', sa.Float(), nullable=True))
+    with op.batch_alter_table('nodes') as batch:
+        batch.add_column(sa.Column('start_s', sa.Float(), nullable=True))
+        batch.add_column(sa.Column('end_s', sa.Float(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('nodes') as batch:
+        batch.drop_column('end_s')
+        batch.drop_column('start_s')
     with op.batch_alter_table('jobs') as batch:
         batch.drop_column('queue_s')
