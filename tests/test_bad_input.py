@@ -213,6 +213,42 @@ def test_cli_on_hostile_names_and_bytes(server):
     assert audit.returncode == 0 and "Traceback" not in audit.stderr, audit.stderr
 
 
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the CLI's side only
+def test_kraft_jobs_and_kraft_queue_as_a_tenant_reads_them(server):
+    url, tokens, _, _ = server
+    env = {**os.environ, "KRAFT_SERVER": url, "KRAFT_TOKEN": tokens["a"], "COLUMNS": "200"}
+    h = {"Authorization": f"Bearer {tokens['a']}"}
+    c = httpx.Client(base_url=url, headers=h)
+    done = c.post("/v1/jobs", json={"name": "quick", "gpus": 1, "command": ["true"]}).json()
+    wait(c, done["id"], {"succeeded"})
+    hog = c.post("/v1/jobs", json={"name": "hog", "gpus": 8, "command": ["sleep", "60"],
+                                   "time_limit_s": 600}).json()["id"]
+    wait(c, hog, {"running"})
+    behind = c.post("/v1/jobs", json={"name": "behind", "gpus": 8,
+                                      "command": ["true"]}).json()["id"]
+    rows = json.loads(kraft("jobs", "-o", "json", env=env).stdout)
+    assert [r["id"] for r in rows] == [behind, hog, done["id"]]  # newest first
+    table = kraft("jobs", env=env).stdout
+    assert "hog" in table and "local" in table and "0:00:" in table and "UTC" in table
+    running = json.loads(kraft("jobs", "--state", "running", "-o", "json", env=env).stdout)
+    assert [r["id"] for r in running] == [hog]
+    future = "2999-01-01T00:00"
+    live = json.loads(kraft("jobs", "--since", future, "-o", "json", env=env).stdout)
+    assert {r["id"] for r in live} == {hog, behind}  # the ended one is older than --since
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        q = json.loads(kraft("queue", "-o", "json", env=env).stdout)
+        if [j["id"] for j in q["jobs"]] == [behind]:
+            break
+        time.sleep(0.2)
+    assert [j["id"] for j in q["jobs"]] == [behind] and q["jobs"][0]["expected_start"]
+    shown = kraft("queue", env=env).stdout
+    assert "behind" in shown and "policy backfill" in shown and "expected start" in shown
+    bad = kraft("jobs", "-o", "yaml", env=env, check=False)
+    assert bad.returncode == 2 and "table, wide or json" in bad.stderr + bad.stdout
+    c.post(f"/v1/jobs/{hog}/cancel")
+
 def test_json_guard_names_the_place():
     from kraft.control.guard import BadBody, check_json
 

@@ -179,6 +179,7 @@ def test_top_puts_a_job_first_in_its_tenants_order_only(policy):
 # ---- live: the operator drains, downs and resumes nodes through the API -------------------
 
 import time  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
 
 import pytest  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
@@ -501,6 +502,39 @@ def test_the_operator_tops_a_waiting_job(live):
     assert c.get(f"/v1/jobs/{w1}", headers=c.tenant).json()["state"] == "admitted"
     assert [a["action"] for a in c.get("/admin/audit", headers=c.op).json()
             if a["target"] == str(w3)][0] == "job.top"
+
+
+def test_a_tenant_sees_its_queue_in_the_schedulers_order(live):
+    c = live
+    submit = lambda gpus, **kw: c.post("/v1/jobs", json={  # noqa: E731
+        "gpus": gpus, "command": ["sleep", "600"], **kw}, headers=c.tenant).json()["id"]
+    big = submit(8, time_limit_s=3600)
+    until(c, big, lambda j: j["state"] == "running")
+    w1, w2 = submit(8), submit(4)
+    deadline = time.time() + 10
+    while True:
+        q = c.get("/v1/queue", headers=c.tenant).json()
+        if [j["id"] for j in q["jobs"]] == [w1, w2] or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    assert [(j["id"], j["position"]) for j in q["jobs"]] == [(w1, 1), (w2, 2)], q
+    head = q["jobs"][0]
+    started = c.get(f"/v1/jobs/{big}", headers=c.tenant).json()["started_at"]
+    # the head starts when the running job's time limit ends: an ISO time, not an epoch
+    expected = datetime.fromisoformat(head["expected_start"])
+    assert abs((expected - datetime.fromisoformat(started)).total_seconds() - 3600) < 5
+    assert q["jobs"][1]["expected_start"] is None
+    assert q["share"] == 1.0 and q["running_gpus"] == 8 and q["as_of"]
+    # kraft jobs' filters: state, and the live jobs with those ended since a time
+    running = c.get("/v1/jobs", params={"state": "running"}, headers=c.tenant).json()
+    assert [j["id"] for j in running] == [big]
+    c.post(f"/v1/jobs/{w2}/cancel", headers=c.tenant)
+    until(c, w2, lambda j: j["state"] == "cancelled")
+    later = datetime.now(UTC).isoformat()
+    live_only = c.get("/v1/jobs", params={"since": later}, headers=c.tenant).json()
+    assert {j["id"] for j in live_only} == {big, w1}
+    bad = c.get("/v1/jobs", params={"since": "yesterday"}, headers=c.tenant)
+    assert bad.status_code == 422 and "ISO" in bad.json()["detail"]
 
 # ---- a tenant's life at runtime -------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -33,9 +33,11 @@ from kraft.control.operator_api import add_operator_routes
 from kraft.control.params import Id, State
 from kraft.control.service import run_loop
 from kraft.control.store import (
+    FINAL,
     AuditRow,
     EventRow,
     JobRow,
+    QueueRow,
     TenantRow,
     TokenRow,
     as_utc,
@@ -43,7 +45,7 @@ from kraft.control.store import (
     utcnow,
     write_lock,
 )
-from kraft.control.usage import LiveBooks
+from kraft.control.usage import LiveBooks, parse_time
 from kraft.control.usage_api import add_usage_routes
 from kraft.exec.base import read_log
 from kraft.infer.api import add_inference_routes
@@ -93,6 +95,10 @@ class Submit(JobFields):
 
     def spec(self, tenant: str) -> JobSpec:
         return JobSpec(tenant=tenant, **self.model_dump())
+
+
+def _iso_s(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
 
 
 def _iso(d: datetime | None) -> str | None:
@@ -244,12 +250,38 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
 
     @app.get("/v1/jobs", response_model=list[JobOut])
     def jobs(who: Tenant, state: State | None = None,
+             since: Annotated[str | None, Query(
+                 max_length=40, description="ISO time: live jobs and those that ended since "
+                                            "(default: all)")] = None,
              limit: Limit = 1000) -> list[JobOut]:
+        """Your jobs, newest first."""
+        try:
+            ended_since = None if since is None else datetime.fromtimestamp(
+                parse_time(since, 0.0), UTC)
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from None
         with Session() as s:
             q = select(JobRow).where(JobRow.tenant == who)
             if state:
                 q = q.where(JobRow.state == state)
+            if ended_since is not None:
+                q = q.where(JobRow.state.not_in(FINAL) | (JobRow.finished_at >= ended_since))
             return [_out(r) for r in s.scalars(q.order_by(JobRow.id.desc()).limit(limit))]
+
+    @app.get("/v1/queue")
+    def queue(who: Tenant) -> dict:
+        """Your waiting jobs in the order the scheduler will take them (the position counts
+        every tenant's jobs ahead), the head job's expected start, and your fair-share
+        standing: your share of the weights against your share of the decayed usage."""
+        with Session() as s:
+            row = s.get(QueueRow, who)
+        if row is None:
+            return {"tenant": who, "as_of": None, "jobs": []}
+        value = dict(row.value)
+        for j in value["jobs"]:
+            j["submitted"] = _iso_s(j.pop("submitted_s"))
+            j["expected_start"] = _iso_s(j.pop("expected_start_s"))
+        return {"tenant": who, "as_of": _iso_s(row.at_s), **value}
 
     @app.get("/v1/jobs/{job_id}", response_model=JobOut)
     def job(job_id: Id, who: Tenant) -> JobOut:

@@ -377,17 +377,6 @@ def submit(spec: Annotated[Path, typer.Argument(help="job YAML")]) -> None:
     console.print(f"job {job['id']} {job['state']}")
 
 
-def jobs() -> None:
-    """Your jobs."""
-    with _client() as c:
-        rows = _check(c.get("/v1/jobs")).json()
-    table = Table("id", "name", "state", "GPUs", "reason")
-    for j in rows:  # tenants' strings are never read as Rich markup
-        table.add_row(str(j["id"]), Text(j["name"]), j["state"], str(j["gpus"]),
-                      Text(j["reason"]))
-    console.print(table)
-
-
 def job(job_id: int) -> None:
     """One job, with the scheduler's reason, its events, and each attempt's books (GPU-hours,
     kWh, kgCO2e location- and market-based, cost)."""
@@ -473,6 +462,7 @@ def service_delete(name: str) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    from kraft.control.jobs_cli import jobs, queue
     from kraft.control.nodes_cli import node_app, nodes
     from kraft.control.operator_cli import admin_jobs, job_app
     from kraft.control.tenants_cli import register_tenant
@@ -486,5 +476,6 @@ def register(app: typer.Typer) -> None:
     admin_app.add_typer(job_app, name="job")
     admin_app.command("jobs")(admin_jobs)
     app.add_typer(admin_app, name="admin")
-    for fn in (submit, jobs, job, cancel, logs, usage, nodes):
+    for fn in (submit, job, cancel, logs, usage, nodes, queue):
         app.command()(fn)
+    app.command("jobs")(jobs)

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 from kraft.cluster.state import ClusterState, Placement
 from kraft.control.metrics import CYCLE
 from kraft.control.nodes import engine_report
+from kraft.control.queue import snapshot
 from kraft.control.store import (
     FINAL,
     AttemptRow,
@@ -36,6 +37,7 @@ from kraft.control.store import (
     JobRequestRow,
     JobRow,
     NodeRow,
+    QueueRow,
     TenantRow,
     as_utc,
     sessions,
@@ -109,6 +111,7 @@ class ControlPlane:
         self.services_at = 0.0
         self.health_at = -math.inf
         self.windows_seen: list[tuple[int, float, float]] = []
+        self.queues_seen: dict[str, dict] = {}
 
     # ---- bookkeeping helpers ---------------------------------------------------------------
 
@@ -350,6 +353,7 @@ class ControlPlane:
             self._apply(s, decisions, now)
             if now - self.reasons_at >= 1.0:  # waiting reasons: fresh to the second
                 self._reasons(s)
+                self._queues(s, now)
                 self._tenant_updates(s)
                 self.reasons_at = now
 
@@ -612,6 +616,18 @@ class ControlPlane:
         s.commit()
         self.runs[row.id] = (req, handles)
         return True
+
+    def _queues(self, s, now: float) -> None:
+        """Each tenant's queue for `kraft queue` (kraft.control.queue), written where it
+        changed."""
+        changed = False
+        for tenant, value in snapshot(self.sched, now).items():
+            if self.queues_seen.get(tenant) != value:
+                self.queues_seen[tenant] = value
+                s.merge(QueueRow(tenant=tenant, at_s=now, value=value))
+                changed = True
+        if changed:
+            s.commit()
 
     def _reasons(self, s) -> None:
         """Keep waiting jobs' reasons current for `kraft job ID`: one multi-row UPDATE of the

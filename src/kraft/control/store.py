@@ -176,6 +176,17 @@ class NodeRow(Base):
     end_s: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
+class QueueRow(Base):
+    """A tenant's queue as the loop last saw it (`kraft queue`, `GET /v1/queue`): its
+    waiting jobs in the order the policy takes them, and its fair-share standing. Written
+    each second for the tenants whose queue changed."""
+
+    __tablename__ = "queues"
+    tenant: Mapped[str] = mapped_column(String(100), primary_key=True)
+    at_s: Mapped[float] = mapped_column(Float)  # epoch s of the snapshot
+    value: Mapped[dict] = mapped_column(JSON)
+
+
 class SettingRow(Base):
     """What `kraft serve` runs with, for the operator's commands on the host: `fleet` (the
     served fleet spec)."""

@@ -295,8 +295,8 @@ class Scheduler:
         if backfill:
             shadow_s, extra_gpus, head_pool = self._shadow(head, head.pools, now)
             horizon_s = shadow_s - now
-            head.reason = (f"waiting: next to start, needs {head.gpus} GPUs; expected "
-                           f"by t={shadow_s:.0f}s")
+            head.reason = (f"waiting: next to start, needs {head.gpus} GPUs; expected to "
+                           f"start within {_duration(horizon_s)}")
         else:
             extra_gpus, head_pool, horizon_s = 0, None, math.inf
             head.reason = self._no_room(head, head.pools)
@@ -494,6 +494,13 @@ class Scheduler:
                 best = cand
         return best
 
+    def expected_start(self, job: Job, now: float) -> float | None:
+        """When enough GPUs of one of its pools free up for `job`, by the running jobs'
+        planned ends (time limits, else estimates): the EASY reservation of a head job. None
+        if no planned end frees enough."""
+        when = self._shadow(job, job.pools, now)[0]
+        return None if math.isinf(when) else max(when, now)
+
     def _no_room(self, job: Job, pools: tuple[Pool, ...]) -> str:
         free = sum(p.free_gpus for p in pools)
         return (f"waiting: needs {job.gpus} GPUs in one pool; {free} free in "
@@ -675,3 +682,14 @@ class Scheduler:
             del self.waiting_gpus[job.gpus]
         self.n_waiting -= 1
         self.policy.dequeue(job)
+
+
+def _duration(seconds: float) -> str:
+    """A span as a person reads it: 45 s, 12 min, 3.5 h, 2.1 days."""
+    if seconds < 90:
+        return f"{max(seconds, 0):.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
