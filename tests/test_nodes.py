@@ -27,6 +27,8 @@ def check(cluster: ClusterState) -> None:
             assert pod in pool.pods_by_idle[len(members)]
         assert pool.free_gpus == sum(cluster.node_free[n] for n in up)
     assert cluster.free_gpus == sum(p.free_gpus for p in cluster.pools)
+    assert cluster.allocated_gpus == sum(cluster.pools[cluster.node_pool[n]].gpus_per_node - f
+                                         for n, f in enumerate(cluster.node_free))
 
 
 ops = st.lists(st.tuples(st.sampled_from(["place", "release", "down", "up"]),

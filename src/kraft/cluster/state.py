@@ -123,7 +123,8 @@ class ClusterState:
                     f"site {power.site.name}: IT power budget {power.budget_w / 1e6:.2f} MW is "
                     f"below its idle draw {power.idle_w / 1e6:.2f} MW")
         self.total_gpus = sum(p.total_gpus for p in self.pools)
-        self.free_gpus = self.total_gpus
+        self.free_gpus = self.total_gpus  # free on nodes in placement (up)
+        self.allocated_gpus = 0  # booked by jobs, on any node
 
     # ---- placement -------------------------------------------------------------------------
 
@@ -222,6 +223,7 @@ class ClusterState:
         new = old + delta
         if new < 0 or new > pool.gpus_per_node:
             raise RuntimeError(f"node {self.node_name[node]}: free GPUs would become {new}")
+        self.allocated_gpus -= delta
         if not self.node_up[node]:  # out of placement: only its count and power change
             self.node_free[node] = new
             pool.power.headroom_w += delta * pool.extra_w_per_gpu

@@ -130,10 +130,13 @@ class Simulator:
         done = 0
         report_every = max(1, n // 200)
         now = 0.0
+        last_s = 0.0  # the last instant something happened: the run's end (a wake-up that
+        # outlives the work, a stale LAS demotion say, is not part of the run)
         while i < n or heap:
             now = jobs[i].submit_s if i < n else heap[0][0]
             if heap and heap[0][0] < now:
                 now = heap[0][0]
+            happened = False
             while heap and heap[0][0] == now:
                 _, kind, _, job, epoch = heapq.heappop(heap)
                 if kind == FINISH and job.epoch == epoch and job.state is JobState.RUNNING:
@@ -142,17 +145,20 @@ class Simulator:
                                  started_at.pop(k), now, "succeeded")
                     sched.finish(job, now)
                     done += 1
+                    happened = True
                 elif kind == FAIL and job.epoch == epoch and job.state is JobState.RUNNING:
                     k = index[id(job)]
                     segments.add(k, job.epoch, job.pool.index, job.gpus, job.placement,
                                  started_at.pop(k), now, "failed")
                     sched.fail(job, now)
+                    happened = True
                 elif kind == WAKEUP:
                     wakeup_at = None
             while i < n and jobs[i].submit_s == now:
                 if sched.submit(jobs[i], now) is not None:
                     done += 1
                 i += 1
+                happened = True
             t0 = perf()
             decisions = sched.cycle(now)
             cycle_s.append(perf() - t0)
@@ -177,8 +183,11 @@ class Simulator:
                 wakeup_at = wake
                 seq += 1
                 heapq.heappush(heap, (wake, WAKEUP, seq, None, 0))
+            if not (happened or decisions):
+                continue  # a wake-up that changed nothing: not a point of the timeline
+            last_s = now
             timeline.t_s.append(now)
-            timeline.allocated_gpus.append(cluster.total_gpus - cluster.free_gpus)
+            timeline.allocated_gpus.append(cluster.allocated_gpus)
             timeline.waiting_jobs.append(sched.n_waiting + sched.n_deferred)
             timeline.fragmented_gpus.append(self._fragmented())
             if self.progress is not None and done >= report_every:
@@ -186,7 +195,7 @@ class Simulator:
                 done = 0
         if self.progress is not None and done:
             self.progress(done)
-        return SimOutcome(jobs, timeline, segments, cycle_s, now)
+        return SimOutcome(jobs, timeline, segments, cycle_s, last_s)
 
     def _fragmented(self) -> int:
         """Idle GPUs that no waiting job can use: all free GPUs, when there are enough of
