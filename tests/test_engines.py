@@ -230,7 +230,8 @@ def test_a_job_that_ignores_sigterm_is_gone_after_the_grace_period(serve, how):
     lab = tenant("lab", "--tier", "reserved", "--reserved-gpus", "8")
     server("--grace-s", "2")
     stubborn = ("trap '' TERM; (trap '' TERM; setsid sleep 600 & wait) & "
-                "while true; do date +%s.%N > alive-$KRAFT_ATTEMPT-$RANK; sleep 0.02; done")
+                "while true; do date +%s.%N > .a-$RANK && mv .a-$RANK alive-$KRAFT_ATTEMPT-$RANK; "
+                "sleep 0.02; done")  # written whole: a kill between truncate and write
     limit = {"time_limit_s": 3} if how == "time limit" else {}
     job_id = cheap.post("/v1/jobs", json={"gpus": 8, "command": ["bash", "-c", stubborn],
                                           **limit}).json()["id"]

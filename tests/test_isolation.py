@@ -230,7 +230,7 @@ def test_a_job_that_ignores_sigterm_is_gone_after_the_grace_period(site, how):
     period, then its GPUs go on, never to two jobs at once."""
     c = site.clients["mallory"]
     stubborn = ("trap '' TERM; (trap '' TERM; setsid sleep 600 & wait) & "
-                "while true; do date +%s.%N > alive-$KRAFT_ATTEMPT; sleep 0.02; done")
+                "while true; do date +%s.%N > .a && mv .a alive-$KRAFT_ATTEMPT; sleep 0.02; done")  # whole: a kill between truncate and write left it empty
     limit = {"time_limit_s": 2} if how == "time limit" else {}
     job_id = site.submit("mallory", stubborn, gpus=8, **limit)
     job = wait(c, job_id, {"running"})
