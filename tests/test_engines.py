@@ -237,9 +237,11 @@ def test_a_job_that_ignores_sigterm_is_gone_after_the_grace_period(serve, how):
                                           **limit}).json()["id"]
     wait(cheap, job_id, {"running"})
 
-    def procs():
-        out = subprocess.run(["pgrep", "-u", "kraft-cheap"], capture_output=True, text=True)
-        return out.stdout.split()
+    def procs():  # a zombie is no process of the job (srun's helper, awaiting PID 1's reap)
+        out = subprocess.run(["ps", "-u", "kraft-cheap", "-o", "pid=,stat="],
+                             capture_output=True, text=True)
+        return [p for p, st in (line.split() for line in out.stdout.splitlines())
+                if not st.startswith("Z")]
     deadline = time.time() + 20
     while len(procs()) < 6 and time.time() < deadline:  # 2 ranks x (runner, bash, subshell)
         time.sleep(0.05)
@@ -346,3 +348,58 @@ def test_slurm_reports_the_nodes_it_has_down(engine, tmp_path):
     while ex.nodes_down():
         assert time.time() < deadline, ex.nodes_down()
         time.sleep(0.5)
+
+
+@pytest.mark.parametrize("engine", ["slurm"], indirect=True)
+def test_a_slurm_gang_is_one_slurm_job(serve):
+    """A 2-node gang (4 + 2 GPUs) is one heterogeneous Slurm job, one component per rank on
+    its node: Slurm starts and stops it whole; cancel ends every component."""
+    tenant, server, live, home = serve
+    a = tenant("acme")
+    server()
+    job_id = a.post("/v1/jobs", json={"gpus": 6, "command": ["sleep", "60"]}).json()["id"]
+    wait(a, job_id, {"running"})
+    deadline = time.time() + 20
+    rows = []
+    while time.time() < deadline:
+        out = subprocess.run(["squeue", "-h", "-o", "%i %j %T %N %b"], capture_output=True,
+                             text=True).stdout.split("\n")
+        rows = [r.split() for r in out if f" kraft-{job_id}-1 " in r]
+        if len(rows) == 2 and all(r[2] == "RUNNING" for r in rows):
+            break
+        time.sleep(0.2)
+    leaders = {r[0].split("+")[0] for r in rows}
+    assert len(rows) == 2 and len(leaders) == 1, rows  # one job, two components
+    assert sorted((r[0].split("+")[1], r[3]) for r in rows) == [("0", "node1"), ("1", "node2")]
+    a.post(f"/v1/jobs/{job_id}/cancel")
+    assert wait(a, job_id, {"cancelled"})["state"] == "cancelled"
+    deadline = time.time() + 20
+    while any(f"kraft-{job_id}-" in n for n in live()) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(f"kraft-{job_id}-" in n for n in live())
+
+
+@pytest.mark.parametrize("engine", ["ray"], indirect=True)
+def test_ray_reports_dead_nodes_by_krafts_name(engine, tmp_path, monkeypatch):
+    """On the live cluster every node is alive: nothing reported. Ray's state API listing a
+    dead node (its answer as Ray gives it, replayed): reported by Kraft's name, unless a
+    live node has taken its resource since (the node came back)."""
+    from kraft.cluster.state import ClusterState
+    from kraft.exec.router import make_executor
+    from kraft.spec.load import load_fleet
+
+    ex = make_executor(ClusterState(load_fleet("ray-local")), tmp_path)
+    assert ex.nodes_down() == {}
+    real = httpx.get(f"{RAY}/api/v0/nodes", params={"detail": 1}, timeout=10).json()
+    rows = real["data"]["result"]["result"]
+    node2 = next(r for r in rows if "node2" in r["resources_total"])
+    dead = {**node2, "state": "DEAD", "state_message": "raylet died"}
+
+    def answer(rows):
+        body = {**real, "data": {"result": {**real["data"]["result"], "result": rows}}}
+        return lambda *a, **kw: httpx.Response(200, json=body)
+    others = [r for r in rows if r is not node2]
+    monkeypatch.setattr(httpx, "get", answer([*others, dead]))
+    assert ex.nodes_down() == {"local/pod-n001": "ray reports it dead: raylet died"}
+    monkeypatch.setattr(httpx, "get", answer([*others, dead, node2]))  # back, a new node id
+    assert ex.nodes_down() == {}

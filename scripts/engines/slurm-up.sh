@@ -9,11 +9,14 @@ set -euo pipefail
 state=$(mkdir -p "$1" && cd "$1" && pwd)
 host=$(hostname -s)
 user=$(id -un)
-mkdir -p "$state"/{munge,ctld,dev,log}
+mkdir -p "$state"/{munge,munge-key,ctld,dev,log}
 # Jobs run as their tenants' accounts: they must pass through to their batch scripts in the
 # nodes' spool folders, as through /var/spool/slurmd on a real node (a mktemp folder is 0700).
 chmod 0755 "$state"
-chmod 0700 "$state/munge"
+# munge's socket where every account reaches it (a job's srun, run as its tenant, signs its
+# requests), as /run/munge on a real node; its key in a folder of its own, closed
+chmod 0755 "$state/munge"
+chmod 0700 "$state/munge-key"
 for n in 1 2; do
   mkdir -p "$state/node$n"
   chmod 0755 "$state/node$n"
@@ -21,13 +24,13 @@ for n in 1 2; do
 done
 
 # munge: its own key, socket and pid file
-if [ ! -s "$state/munge/munge.key" ]; then
-  dd if=/dev/urandom of="$state/munge/munge.key" bs=1024 count=1 status=none
-  chmod 400 "$state/munge/munge.key"
+if [ ! -s "$state/munge-key/munge.key" ]; then
+  dd if=/dev/urandom of="$state/munge-key/munge.key" bs=1024 count=1 status=none
+  chmod 400 "$state/munge-key/munge.key"
 fi
-munged --force --key-file="$state/munge/munge.key" --socket="$state/munge/munge.sock" \
+munged --force --key-file="$state/munge-key/munge.key" --socket="$state/munge/munge.sock" \
   --pid-file="$state/munge/munged.pid" --log-file="$state/log/munged.log" \
-  --seed-file="$state/munge/munge.seed"
+  --seed-file="$state/munge-key/munge.seed"
 
 cat > "$state/slurm.conf" <<CONF
 ClusterName=kraft
@@ -54,7 +57,8 @@ ReturnToService=2
 # fake nodes: trust the CPU counts written here over what this small machine has
 SlurmdParameters=config_overrides
 SchedulerType=sched/backfill
-SchedulerParameters=sched_interval=1
+# a heterogeneous job (a Kraft gang) is started by the backfill scheduler: every second
+SchedulerParameters=sched_interval=1,bf_interval=1
 MinJobAge=300
 NodeName=node1 NodeAddr=127.0.0.1 Port=6918 CPUs=8 Gres=gpu:4 State=UNKNOWN
 NodeName=node2 NodeAddr=127.0.0.1 Port=6919 CPUs=8 Gres=gpu:4 State=UNKNOWN

@@ -1,15 +1,22 @@
 """The Slurm executor: Kraft decides, Slurm executes.
 
-Each rank of a gang is one batch job pinned where Kraft placed it: `sbatch --nodelist NODE
---gres gpu:K`, named `kraft-<job>-<attempt>-<rank>` so that a restarted control plane finds
-its jobs again with `squeue` instead of submitting them twice. Slurm picks the device indices
-on the node and sets CUDA_VISIBLE_DEVICES; Kraft only counts. Logs go to the job's log file
-(`--output`, appended); exit statuses come from `kraft.exec.runner` around the command, so no
-accounting database (slurmdbd) is needed. The runner is the batch script itself (`exec`):
-cancel, time limit and preemption send it SIGTERM (`scancel --signal=TERM --batch`), and it
-stops the job's processes with Kraft's grace period, as on the local executor. A job's
-environment is Kraft's allow-list, handed to sbatch through a pipe (`--export=NIL
---export-file`), never the service's own.
+Each attempt of a gang is one Slurm job, `kraft-<job>-<attempt>`, so that Slurm starts and
+stops it whole: a heterogeneous job with one component per rank, pinned where Kraft placed it
+(`--nodelist NODE --gres gpu:K`), whose batch script starts each rank's runner as a step
+(`srun --het-group=K`). A restarted control plane finds its jobs again by name with `squeue`
+instead of submitting them twice. Slurm picks the device indices on each node and sets
+CUDA_VISIBLE_DEVICES; Kraft only counts. Logs go to the job's log file (`--output`,
+appended); exit statuses come from `kraft.exec.runner` around the command, so no accounting
+database (slurmdbd) is needed. Cancel, time limit and preemption send every step SIGTERM
+(`scancel --signal=TERM`), and each rank's runner stops its processes with Kraft's grace
+period, as on the local executor. A job's environment is Kraft's allow-list, handed to sbatch
+through a pipe (`--export=NIL --export-file`), never the service's own; the job carries its
+tenant's Slurm account (`--account`) where the tenant names one. The loop learns every job's
+state from one `squeue` listing per step (`status_many`).
+
+Slurm's main scheduler leaves heterogeneous jobs to its backfill scheduler, so how soon one
+starts is `bf_interval` (30 s by default; the test cluster sets 1 s): set it low on a site
+whose gangs Kraft places.
 
 The control plane must share a file system with the Slurm nodes for logs and exit files (as
 with NFS home directories on most clusters).
@@ -131,43 +138,67 @@ class SlurmExecutor(ExitFiles):
         return self.node_names.get(kraft_node, kraft_node)
 
     def start(self, req: RunRequest, only: list[int] | None = None) -> list[int]:
-        ids = []
+        """One Slurm job per attempt, so that Slurm starts and stops the gang whole: a
+        heterogeneous job with one component per rank (its node and GPU count), whose batch
+        script launches each rank's runner as a step (`srun --het-group=K`) and waits for all.
+        Every rank's handle is the job's id."""
+        n = len(req.ranks)
+        if only is not None and sorted(only) != list(range(n)):
+            raise SlurmError(f"job {req.job_id} attempt {req.attempt}: a Slurm gang starts "
+                             f"whole, not ranks {only} of {n}")
         log = self.log_path(req.job_id, req.attempt)
         master = _node_addr(self._node(req.ranks[0].node))
         who, home = self._identity_args(req)
+        script = self._script(req)
+        # the environment through a pipe: an allow-list, no value on a command line; each
+        # step's own RANK and KRAFT_NODE are set on its srun line. As a path (/dev/fd/N):
+        # sbatch opens it again for each component of a heterogeneous job, which a bare fd
+        # number fails
+        env = job_env(launcher_env(req, 0, master), home, None)
+        read, write = os.pipe()
+        os.write(write, b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items()))
+        os.close(write)
+        partition = [f"--partition={self.partition}"] if self.partition else []
+        components: list[str] = []
+        for k, r in enumerate(req.ranks):
+            components += [*([":"] if k else []), f"--nodelist={self._node(r.node)}",
+                           "--nodes=1", "--ntasks=1", f"--gres=gpu:{len(r.gpus)}", *partition]
+        argv = ["sbatch", "--parsable", f"--job-name=kraft-{req.job_id}-{req.attempt}",
+                f"--output={log}", "--open-mode=append", "--export=NIL",
+                f"--export-file=/dev/fd/{read}", *who, *components, str(script)]
         try:
-            for rank in range(len(req.ranks)) if only is None else only:
-                r = req.ranks[rank]
-                # the environment through a pipe: an allow-list, no value on a command line
-                env = job_env(launcher_env(req, rank, master), home, None)
-                read, write = os.pipe()
-                os.write(write, b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items()))
-                os.close(write)
-                argv = ["sbatch", "--parsable", f"--job-name=kraft-{req.job_id}-{req.attempt}-"
-                        f"{rank}", f"--nodelist={self._node(r.node)}", "--nodes=1",
-                        "--ntasks=1", f"--gres=gpu:{len(r.gpus)}", f"--output={log}",
-                        "--open-mode=append", "--export=NIL", f"--export-file={read}", *who,
-                        *([f"--partition={self.partition}"] if self.partition else []),
-                        # exec: the runner is the batch script, so it alone gets the stop
-                        "--wrap", "exec " + shlex.join(self.runner_argv(
-                            req, rank, self.python, entry=self.entry))]
-                try:
-                    ids.append(int(_run(argv, read).strip().split(";")[0]))
-                finally:
-                    os.close(read)
-        except (SlurmError, ValueError, OSError):
-            if ids:  # all or nothing: a gang never runs in part
-                _run(["scancel", "--signal=KILL", "--full", *map(str, ids)])
-                _run(["scancel", *map(str, ids)])
-            raise
-        return ids
+            job = int(_run(argv, read).strip().split(";")[0].split("+")[0])
+        finally:
+            os.close(read)
+        return [job] * n
 
-    def _states(self, ids: list[int | None]) -> dict[int, str]:
-        ids = [i for i in ids if i is not None]
+    def _script(self, req: RunRequest) -> Path:
+        """The batch script: each rank's runner as a step on its component, all at once."""
+        lines = ["#!/bin/sh", "# Kraft: one step per rank; the job ends when every rank has"]
+        for k, r in enumerate(req.ranks):
+            argv = self.runner_argv(req, k, self.python, entry=self.entry)
+            het = [f"--het-group={k}"] if len(req.ranks) > 1 else []
+            # env(1) on the node: srun's --export=ALL,RANK=K kept the batch's RANK=0
+            lines.append(shlex.join(["srun", *het, "--ntasks=1", "env", f"RANK={k}",
+                                     f"KRAFT_NODE={r.node}", *argv]) + " &")
+        lines.append("wait")
+        # in the service's own folder, never the tenant's (runs/slurm/<job>, which its job
+        # could fill with links for the service to write through); sbatch copies it
+        folder = self.work_dir / "slurm-scripts"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        path = folder / f"{req.job_id}.{req.attempt}.sh"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.replace(path)
+        return path
+
+    def _states(self, ids: list[int | None]) -> dict[str, str]:
+        """Slurm's state of each job (`123`) or component of a heterogeneous job (`123+1`)."""
+        ids = sorted({i for i in ids if i is not None})
         if not ids:
             return {}
         out = _run(["squeue", "-h", "-t", "all", "-o", "%i %T", "-j", ",".join(map(str, ids))])
-        return {int(i): state for i, state in (line.split() for line in out.splitlines())}
+        return dict(line.split() for line in out.splitlines())
 
     def status(self, req: RunRequest, handles: list[int]) -> RunStatus:
         try:
@@ -184,13 +215,15 @@ class SlurmExecutor(ExitFiles):
         if not runs:
             return []
         out = _run(["squeue", "-h", "-t", "all", "-o", "%i %T"])
-        states = {int(i): st for i, st in (line.split() for line in out.splitlines())}
+        states = dict(line.split() for line in out.splitlines())
         return [self._judge(req, handles, states) for req, handles in runs]
 
     def _judge(self, req: RunRequest, handles: list[int], states: dict[int, str]
                ) -> RunStatus:
-        status, stop = self.gang_status(req, [h is not None and states.get(h) in LIVE
-                                              for h in handles])
+        n = len(handles)
+        status, stop = self.gang_status(req, [
+            h is not None and states.get(f"{h}+{k}" if n > 1 else str(h)) in LIVE
+            for k, h in enumerate(handles)])
         if stop:
             self.stop(req, handles)
         return status
@@ -209,18 +242,20 @@ class SlurmExecutor(ExitFiles):
                 raise
 
     def stop(self, req: RunRequest, handles: list[int]) -> None:
-        """SIGTERM to each rank's runner (the batch script), which stops the job's processes
-        and SIGKILLs them after the grace period; a rank still pending is cancelled."""
+        """SIGTERM to each rank's runner (a step of the job), which stops the rank's
+        processes and SIGKILLs them after the grace period; a job still pending is
+        cancelled."""
         states = self._states(handles)
-        running = [str(i) for i, st in states.items() if st == "RUNNING"]
-        waiting = [str(i) for i, st in states.items() if st in LIVE and st != "RUNNING"]
+        jobs = {i.split("+")[0]: st for i, st in states.items()}
+        running = sorted(j for j, st in jobs.items() if st == "RUNNING")
+        waiting = sorted(j for j, st in jobs.items() if st in LIVE and st != "RUNNING")
         if running:
-            self._scancel("--signal=TERM", "--batch", *running)
-        if waiting:  # not started, or its script not yet there: nothing to give a grace to
+            self._scancel("--signal=TERM", *running)
+        if waiting:  # not started: nothing to give a grace to
             self._scancel(*waiting)
 
     def kill(self, req: RunRequest, handles: list[int]) -> None:
-        ids = [str(h) for h in handles if h is not None]
+        ids = sorted({str(h) for h in handles if h is not None})
         if ids:
             self._scancel("--signal=KILL", "--full", *ids)
             self._scancel(*ids)
@@ -241,14 +276,22 @@ class SlurmExecutor(ExitFiles):
         return out
 
     def _kraft_jobs(self) -> dict[tuple[int, int], dict[int, int]]:
-        """Every live Kraft rank in Slurm, by (job, attempt) and rank: one squeue."""
+        """Every live Kraft rank in Slurm, by (job, attempt) and rank: one squeue. A job is
+        `kraft-<job>-<attempt>`, its ranks the components `<id>+<rank>`; a rank of an older
+        Kraft was a job of its own, `kraft-<job>-<attempt>-<rank>`."""
         out: dict[tuple[int, int], dict[int, int]] = {}
         for line in _run(["squeue", "-h", "-o", "%i %j"]).splitlines():
             slurm_id, name = line.split(maxsplit=1)
+            leader, _, component = slurm_id.partition("+")
             parts = name.split("-")
-            if len(parts) == 4 and parts[0] == "kraft" and all(p.isdigit() for p in parts[1:]):
+            if parts[0] != "kraft" or not all(p.isdigit() for p in parts[1:]):
+                continue
+            if len(parts) == 3:
+                job, attempt = map(int, parts[1:])
+                out.setdefault((job, attempt), {})[int(component or 0)] = int(leader)
+            elif len(parts) == 4:
                 job, attempt, rank = map(int, parts[1:])
-                out.setdefault((job, attempt), {})[rank] = int(slurm_id)
+                out.setdefault((job, attempt), {})[rank] = int(leader)
         return out
 
     def find(self, req: RunRequest) -> list[int | None]:
