@@ -115,6 +115,13 @@ class ControlPlane:
 
     # ---- bookkeeping helpers ---------------------------------------------------------------
 
+    @staticmethod
+    def _close_attempts(session, closes: list[dict]) -> None:
+        attempts = AttemptRow.__table__
+        session.execute(update(attempts).where(attempts.c.job_id == bindparam("j"),
+                                               attempts.c.attempt == bindparam("a"))
+                        .values(end_s=bindparam("end"), ended=bindparam("how")), closes)
+
     def _tenant(self, session, name: str) -> TenantState | None:
         t = self.sched.tenants.get(name)
         if t is None:
@@ -129,16 +136,18 @@ class ControlPlane:
         return datetime.fromtimestamp(self.now, UTC)
 
     def _move(self, session, row: JobRow, to: str, detail: str = "",
-              ended: str | None = None) -> None:
+              ended: str | None = None, closes: list | None = None) -> None:
         """A state change, on record; leaving `running` closes the attempt's record row in
         the same transaction (kraft.record: how it ended — `ended`, else the new state — and
-        when)."""
+        when). `closes`: collect the close for one UPDATE of many (`_close_attempts`)."""
         session.add(EventRow(job_id=row.id, at=self._at(), from_state=row.state, to_state=to,
                              detail=detail))
         if row.state == "running" and to != "running":
-            session.execute(update(AttemptRow).where(AttemptRow.job_id == row.id,
-                                                     AttemptRow.attempt == row.attempt)
-                            .values(end_s=self.now, ended=ended or to))
+            close = {"j": row.id, "a": row.attempt, "end": self.now, "how": ended or to}
+            if closes is not None:
+                closes.append(close)
+            else:
+                self._close_attempts(session, [close])
         row.state = to
         row.reason = detail or row.reason
 
@@ -523,28 +532,49 @@ class ControlPlane:
                 self.sched.cancel(job, now)
 
     def _poll(self, s, now: float) -> None:
+        """Every running attempt's status in one engine query; the ones that ended (or ran
+        past their time limit) are recorded together: one SELECT of their rows, one UPDATE
+        closing their attempts, their events in one INSERT at the step's commit."""
         runs = list(self.runs.items())
+        over, ended = [], []
         for (job_id, _), status in zip(runs, statuses(self.executor, [r for _, r in runs])):
-            job = self.jobs[job_id]
-            row = s.get(JobRow, job_id)
             if status.running:
-                limit = job.time_limit_s
+                limit = self.jobs[job_id].time_limit_s
                 if limit is not None and now - self.launched_s.get(job_id, now) > limit:
-                    self._move(s, row, "failed", f"time limit {limit:.0f} s reached")
-                    row.finished_at = self._at()
-                    s.commit()
-                    self._release(job_id)
-                    self._end(job_id, now)
-                continue
-            row.exit_code = status.exit_code
-            row.finished_at = self._at()
-            if status.lost:
-                self._move(s, row, "failed", "its processes vanished" if not status.alive else
-                           "a rank vanished without an exit status: the gang was stopped")
+                    over.append(job_id)
             else:
-                ok = status.exit_code == 0
-                self._move(s, row, "succeeded" if ok else "failed",
-                           f"exit code {status.exit_code}")
+                ended.append((job_id, status))
+        if not (over or ended):
+            return
+        ids = over + [job_id for job_id, _ in ended]
+        rows = {r.id: r for r in s.scalars(select(JobRow).where(JobRow.id.in_(ids)))}
+        closes: list[dict] = []
+        with s.no_autoflush:
+            for job_id in over:
+                row = rows[job_id]
+                limit = self.jobs[job_id].time_limit_s
+                self._move(s, row, "failed", f"time limit {limit:.0f} s reached",
+                           closes=closes)
+                row.finished_at = self._at()
+            for job_id, status in ended:
+                row = rows[job_id]
+                row.exit_code = status.exit_code
+                row.finished_at = self._at()
+                if status.lost:
+                    self._move(s, row, "failed", "its processes vanished" if not status.alive
+                               else "a rank vanished without an exit status: the gang was "
+                                    "stopped", closes=closes)
+                else:
+                    ok = status.exit_code == 0
+                    self._move(s, row, "succeeded" if ok else "failed",
+                               f"exit code {status.exit_code}", closes=closes)
+        self._close_attempts(s, closes)
+        if over:
+            s.commit()  # on record before the stop
+        for job_id in over:
+            self._release(job_id)
+            self._end(job_id, now)
+        for job_id, status in ended:
             self._release(job_id, alive=status.alive)
             self._end(job_id, now)
 
@@ -553,8 +583,19 @@ class ControlPlane:
         self.sched.finish(job, now)
 
     def _apply(self, s, decisions, now: float) -> None:
+        if not decisions:
+            return
+        rows = {r.id: r for r in s.scalars(select(JobRow).where(
+            JobRow.id.in_({d.job.id for d in decisions})))}  # one SELECT for the cycle's
+        starts = []
         for d in decisions:
-            row = s.get(JobRow, d.job.id)
+            row = rows[d.job.id]
+            if d.kind == "start":
+                starts.append((row, d.job, d.reason))
+                continue
+            if starts:  # in order: a job preempted for a start, then started again
+                self._starts(s, starts)
+                starts = []
             if d.kind in ("preempt", "fail"):
                 if self.launching.pop(row.id, None) is not None:
                     row.reason = d.reason  # never launched: nothing to stop
@@ -564,21 +605,42 @@ class ControlPlane:
                 self._move(s, row, "admitted", d.reason)
                 s.commit()
                 self._release(row.id)
-            elif d.kind == "start" and not self._launch(s, row, d.job, d.reason):
-                self.launching[row.id] = (d.job, d.reason)
+        if starts:
+            self._starts(s, starts)
+
+    def _starts(self, s, starts: list[tuple[JobRow, Job, str]]) -> None:
+        """The scheduler's starts, in one transaction before the engine runs any and one
+        after (with the handles), however many: a start is on record before its processes
+        exist. One whose GPUs, or whose own previous attempt, are still being stopped
+        waits in `launching`."""
+        ready = []
+        for row, job, why in starts:
+            if self._record_start(s, row, job, why):
+                ready.append(row)
+            else:
+                self.launching[row.id] = (job, why)
                 row.reason = ("starting: waiting for the processes of the attempt before it "
                               "on these GPUs to end (grace period)")
-                s.commit()
+        s.commit()
+        for row in ready:
+            self._engine_start(s, row)
+        if ready:
+            s.commit()
 
     def _launch_waiting(self, s, now: float) -> None:
         for job_id, (job, why) in list(self.launching.items()):
             if job.state is not JobState.RUNNING:  # preempted or cancelled meanwhile
                 del self.launching[job_id]
-            elif self._launch(s, s.get(JobRow, job_id), job, why):
+                continue
+            row = s.get(JobRow, job_id)
+            if self._record_start(s, row, job, why):
                 del self.launching[job_id]
+                s.commit()
+                self._engine_start(s, row)
+                s.commit()
 
-    def _launch(self, s, row: JobRow, job: Job, why: str) -> bool:
-        """Start the scheduler's decision on the engine; False while the GPUs it needs, or
+    def _record_start(self, s, row: JobRow, job: Job, why: str) -> bool:
+        """Put the start on record (the caller commits); False while the GPUs it needs, or
         this job's own previous attempt, are still being stopped."""
         if row.id in self.stopping:
             return False
@@ -597,7 +659,11 @@ class ControlPlane:
                          site=job.pool.site.name, pool=job.pool.label,
                          nodes=[r.node for r in ranks], gpus=job.gpus, start_s=self.now))
         self._move(s, row, "running", why)
-        s.commit()  # the start is on record before the processes exist
+        return True
+
+    def _engine_start(self, s, row: JobRow) -> None:
+        """Run a start that is on record; the handles go on record with the caller's
+        commit."""
         req = self._request(row)
         self.runs[row.id] = (req, [])
         self.launched_s[row.id] = self.now
@@ -608,14 +674,11 @@ class ControlPlane:
             row.finished_at = self._at()
             self._move(s, row, "failed", f"the {self.executor.name} executor could "
                                          f"not start it: {e}"[:1000])
-            s.commit()
             self._release(row.id, alive=False)
             self._end(row.id, self.now)
-            return True
+            return
         row.placement = [{**p, "pid": h} for p, h in zip(row.placement, handles)]
-        s.commit()
         self.runs[row.id] = (req, handles)
-        return True
 
     def _queues(self, s, now: float) -> None:
         """Each tenant's queue for `kraft queue` (kraft.control.queue), written where it
