@@ -22,7 +22,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import bindparam, func, insert, select, true, update
+from sqlalchemy import bindparam, delete, func, insert, select, true, update
 from sqlalchemy.engine import Engine
 
 from kraft.cluster.state import ClusterState, Placement
@@ -252,15 +252,27 @@ class ControlPlane:
         with write_lock(self.engine), self.Session() as s:
             rows = s.scalars(select(JobRow).where(JobRow.state.not_in(FINAL)).order_by(
                 func.coalesce(JobRow.queue_s, JobRow.submitted_s), JobRow.id)).all()
-            for row in rows:
-                tenant = self._tenant(s, row.tenant)
-                if row.state in ("pending", "held"):
-                    continue  # ingest() takes it; a held job waits for its release
-                job = self._job(row, tenant)
-                if row.state != "running":
-                    self._admit(s, row, job, now, recovered=True)
-                    continue
-                self._recover_running(s, row, job, now)
+            for t in s.scalars(select(TenantRow)):  # all at once: not a query per job
+                if t.name not in self.sched.tenants:
+                    self.sched.add_tenant(TenantState(TenantSpec.model_validate(t.spec)))
+            running, closes = [], []
+            with s.no_autoflush:  # 10,000 jobs: their writes go in a few statements
+                for row in rows:
+                    tenant = self._tenant(s, row.tenant)
+                    if row.state in ("pending", "held"):
+                        continue  # ingest() takes it; a held job waits for its release
+                    job = self._job(row, tenant)
+                    if row.state != "running":
+                        self._admit(s, row, job, now, recovered=True)
+                        continue
+                    found = self._recover_handles(s, row, job)
+                    if found is not None:
+                        running.append((row, job, *found))
+                found = statuses(self.executor, [(req, h) for _, _, req, h in running])
+                for (row, job, req, handles), status in zip(running, found):
+                    self._recover_running(s, row, job, req, handles, status, now, closes)
+            if closes:
+                self._close_attempts(s, closes)
             current = {job_id: req.attempt for job_id, (req, _) in self.runs.items()}
             for req, handles in self.executor.orphans(current):
                 row = s.get(JobRow, req.job_id)
@@ -274,8 +286,9 @@ class ControlPlane:
                                              time.monotonic() + req.grace_s + KILL_MARGIN_S)
             s.commit()
 
-    def _recover_running(self, s, row: JobRow, job: Job, now: float) -> None:
-        names = self.node_index
+    def _recover_handles(self, s, row: JobRow, job: Job) -> tuple[RunRequest, list] | None:
+        """A running job's handles on the engine, its start completed where a crash cut it
+        short; None if that failed (the job is failed and its ranks stopped)."""
         req = self._request(row)
         handles = [r.get("pid") for r in row.placement or []]
         if not handles or None in handles:
@@ -294,9 +307,14 @@ class ControlPlane:
                 self.stopping[row.id] = (req, handles, time.monotonic() + req.grace_s)
                 self._hold_gpus(req)
                 self.executor.stop(req, handles)
-                return
+                return None
             row.placement = [{**p, "pid": h} for p, h in zip(row.placement, handles)]
-        status = self.executor.status(req, handles)
+        return req, handles
+
+    def _recover_running(self, s, row: JobRow, job: Job, req: RunRequest, handles: list,
+                         status, now: float, closes: list) -> None:
+        """Re-adopt a job found running, or record how it ended while the loop was down."""
+        names = self.node_index
         if status.running:
             placement = tuple((names[r.node], len(r.gpus)) for r in req.ranks)
             pool = self.cluster.pools[self.cluster.node_pool[placement[0][0]]]
@@ -318,12 +336,13 @@ class ControlPlane:
             row.exit_code = status.exit_code
             row.finished_at = self._at()
             self._move(s, row, "succeeded" if status.exit_code == 0 else "failed",
-                       f"ended while the control plane was down (exit {status.exit_code})")
+                       f"ended while the control plane was down (exit {status.exit_code})",
+                       closes=closes)
         else:
             log.warning("job %s attempt %s: vanished at recovery (handles %s, started %s)",
                         row.id, row.attempt, handles,
                         [self.executor.started(req, r) for r in range(len(req.ranks))])
-            self._move(s, row, "preempted", "its processes vanished: requeued")
+            self._move(s, row, "preempted", "its processes vanished: requeued", closes=closes)
             self._admit(s, row, job, now, recovered=True)
 
     # ---- the loop --------------------------------------------------------------------------
@@ -681,16 +700,19 @@ class ControlPlane:
         self.runs[row.id] = (req, handles)
 
     def _queues(self, s, now: float) -> None:
-        """Each tenant's queue for `kraft queue` (kraft.control.queue), written where it
-        changed."""
-        changed = False
+        """Each tenant's queue for `kraft queue` (kraft.control.queue), rewritten where it
+        changed: one DELETE and one multi-row INSERT, however many tenants."""
+        changed = {}
         for tenant, value in snapshot(self.sched, now).items():
             if self.queues_seen.get(tenant) != value:
-                self.queues_seen[tenant] = value
-                s.merge(QueueRow(tenant=tenant, at_s=now, value=value))
-                changed = True
-        if changed:
-            s.commit()
+                self.queues_seen[tenant] = changed[tenant] = value
+        if not changed:
+            return
+        queues = QueueRow.__table__
+        s.execute(delete(queues).where(queues.c.tenant.in_(list(changed))))
+        s.execute(insert(queues), [{"tenant": t, "at_s": now, "value": v}
+                                   for t, v in changed.items()])
+        s.commit()
 
     def _reasons(self, s) -> None:
         """Keep waiting jobs' reasons current for `kraft job ID`: one multi-row UPDATE of the
