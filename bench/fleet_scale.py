@@ -45,9 +45,11 @@ def main() -> None:
     ap.add_argument("--db", default=None)
     ap.add_argument("--rate", type=float, default=500.0, help="arrivals per second")
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--parts", action="store_true",
+                    help="also print where the idle steps' time goes, by part of the step")
     a = ap.parse_args()
 
-    from kraft.control.service import ControlPlane
+    from kraft.control.service import ControlPlane, Garbage
     from kraft.control.store import JobRow, TenantRow, make_engine, migrate, sessions
     from kraft.exec.null import NullExecutor
     from kraft.spec.load import load_fleet
@@ -76,6 +78,7 @@ def main() -> None:
     executor = NullExecutor()
     plane = ControlPlane(fleet, engine, executor)
     plane.recover(time.time())
+    garbage = Garbage()
 
     def submit(tenant: str, n: int, seconds: int) -> None:
         spec = JobSpec(tenant=tenant, gpus=4, command=["sleep", str(seconds)]).model_dump(
@@ -86,9 +89,12 @@ def main() -> None:
                      submitted_s=time.time()) for k in range(n)])
             s.commit()
 
-    def step() -> float:
+
+    def step() -> float:  # as kraft serve's loop runs it, its garbage collection included
         t0 = time.perf_counter()
         plane.step()
+        if garbage is not None:
+            garbage.after_step()
         return time.perf_counter() - t0
 
     # fill
@@ -111,7 +117,41 @@ def main() -> None:
         with engine.connect() as c:  # as autovacuum would on a running service
             c.exec_driver_sql("ANALYZE")
             c.commit()
+    parts: dict[str, list[float]] = {}
+    if a.parts:  # time each part of the step
+        import functools
+
+        for name in ("_poll", "_ingest", "_cancels", "_reap", "_nodes", "_requests",
+                     "_launch_waiting", "_apply", "_reasons", "_queues", "_tenant_updates",
+                     "_engine_nodes"):
+            def timed(fn, name=name):
+                @functools.wraps(fn)
+                def run(*args, **kw):
+                    t = time.perf_counter()
+                    try:
+                        return fn(*args, **kw)
+                    finally:
+                        parts.setdefault(name, []).append(time.perf_counter() - t)
+                return run
+            setattr(plane, name, timed(getattr(plane, name)))
+        import gc
+
+        gc_started = []
+
+        def gc_timer(phase, info):
+            if phase == "start":
+                gc_started.append(time.perf_counter())
+            elif gc_started:
+                parts.setdefault(f"gc gen{info['generation']}", []).append(
+                    time.perf_counter() - gc_started.pop())
+        gc.callbacks.append(gc_timer)
+        cycle = plane.sched.cycle
+        plane.sched.cycle = lambda now: (lambda t: (_r := cycle(now), parts.setdefault(
+            "sched.cycle", []).append(time.perf_counter() - t))[0])(time.perf_counter())
     idle = [step() for _ in range(50)]
+    for name, ts in sorted(parts.items(), key=lambda kv: -max(kv[1])):
+        print(f"  {name:16} calls {len(ts):3}  max {max(ts) * 1e3:7.1f} ms  "
+              f"median {statistics.median(ts) * 1e3:6.1f} ms")
     print(f"idle at scale: step p50 {pct(idle, .5) * 1e3:.1f} ms, "
           f"p99 {pct(idle, .99) * 1e3:.1f} ms", flush=True)
 

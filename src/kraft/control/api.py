@@ -114,10 +114,11 @@ def _out(row: JobRow) -> JobOut:
 
 
 def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
-               fleet: FleetSpec | None = None) -> FastAPI:
+               fleet: FleetSpec | None = None, manage_gc: bool = False) -> FastAPI:
     """`plane`: the ControlPlane whose loop runs in a background thread while serving (None:
     the loop runs elsewhere, e.g. in its own process; see `kraft.control.service`). `fleet`
-    (default: the plane's) lets the inference gateway map replicas to sites."""
+    (default: the plane's) lets the inference gateway map replicas to sites. `manage_gc`:
+    the service's own process (kraft.control.service `Garbage`), not a test's."""
     Session = sessions(engine)
     intake = Intake(engine)  # submissions, by group commit
     stop = threading.Event()
@@ -130,7 +131,7 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
         thread = None
         if plane is not None:
             plane.recover(time.time())
-            thread = threading.Thread(target=run_loop, args=(plane, stop, tick_s),
+            thread = threading.Thread(target=run_loop, args=(plane, stop, tick_s, manage_gc),
                                       name="kraft-loop", daemon=True)
             thread.start()
         if gateway is not None:

@@ -161,7 +161,7 @@ def serve(
     except ValueError as e:
         _fail(str(e))
     if engine.dialect.name == "sqlite":  # one writer per file: the loop is a thread here
-        _serve_http(create_app(engine, data_dir, plane), host, port)
+        _serve_http(create_app(engine, data_dir, plane, manage_gc=True), host, port)
         return
     # PostgreSQL: the loop in its own process, the API in this one (each with its own GIL)
     import multiprocessing
