@@ -242,10 +242,13 @@ def test_a_job_that_ignores_sigterm_is_gone_after_the_grace_period(serve, how):
                              capture_output=True, text=True)
         return [p for p, st in (line.split() for line in out.stdout.splitlines())
                 if not st.startswith("Z")]
+    # both ranks at work: each has written its mark (on Slurm the job's own srun processes
+    # count among the account's, so a count of processes came too early)
+    marks = [home / "homes" / "cheap" / f"alive-1-{r}" for r in (0, 1)]
     deadline = time.time() + 20
-    while len(procs()) < 6 and time.time() < deadline:  # 2 ranks x (runner, bash, subshell)
+    while not all(m.exists() for m in marks) and time.time() < deadline:
         time.sleep(0.05)
-    assert len(procs()) >= 6, procs()
+    assert all(m.exists() for m in marks) and len(procs()) >= 6, procs()
     if how == "cancel":
         cheap.post(f"/v1/jobs/{job_id}/cancel")
     elif how == "preemption":
