@@ -51,6 +51,14 @@ def fresh_pg(admin_url: str) -> str:
     return admin_url.rsplit("/", 1)[0] + f"/{name}"
 
 
+def drop_pg(admin_url: str, url: str) -> None:
+    """Drop a scratch database `fresh_pg` made."""
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
 def wait_up(base: str, path: str) -> None:
     for _ in range(100):
         try:
@@ -173,11 +181,7 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=10)
         if a.db:  # drop the scratch database
-            import psycopg
-
-            with psycopg.connect(a.db, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{db_args[1].rsplit("/", 1)[1]}" '
-                             f'WITH (FORCE)')
+            drop_pg(a.db, db_args[1])
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 from sqlalchemy import insert
@@ -49,21 +48,15 @@ def main() -> None:
                     help="also print where the idle steps' time goes, by part of the step")
     a = ap.parse_args()
 
+    from control import drop_pg, fresh_pg  # bench/control.py: scratch databases
+
     from kraft.control.service import ControlPlane, Garbage
     from kraft.control.store import JobRow, TenantRow, make_engine, migrate, sessions
     from kraft.exec.null import NullExecutor
     from kraft.spec.load import load_fleet
     from kraft.spec.models import JobSpec, TenantSpec
 
-    if a.db:
-        import psycopg
-
-        name = f"kraft_bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(a.db, autocommit=True) as c:
-            c.execute(f'CREATE DATABASE "{name}"')
-        url = a.db.rsplit("/", 1)[0] + f"/{name}"
-    else:
-        url = f"sqlite:///{tempfile.mkdtemp()}/kraft.db"
+    url = fresh_pg(a.db) if a.db else f"sqlite:///{tempfile.mkdtemp()}/kraft.db"
     engine = make_engine(url)
     migrate(engine)
     Session = sessions(engine)
@@ -215,10 +208,7 @@ def main() -> None:
         json.dumps(out, indent=2) + "\n")
     engine.dispose()
     if a.db:
-        import psycopg
-
-        with psycopg.connect(a.db, autocommit=True) as c:
-            c.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        drop_pg(a.db, url)
 
 
 def fleet_gpus(fleet) -> int:

@@ -20,7 +20,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 from sqlalchemy import insert
@@ -42,21 +41,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2000)
     a = ap.parse_args()
 
+    from control import drop_pg, fresh_pg  # bench/control.py: scratch databases
+
     from kraft.control.service import ControlPlane
     from kraft.control.store import JobRow, TenantRow, make_engine, migrate, sessions
     from kraft.exec.null import NullExecutor
     from kraft.spec.load import load_fleet
     from kraft.spec.models import JobSpec, TenantSpec
 
-    if a.db:
-        import psycopg
-
-        name = f"kraft_bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(a.db, autocommit=True) as c:
-            c.execute(f'CREATE DATABASE "{name}"')
-        url = a.db.rsplit("/", 1)[0] + f"/{name}"
-    else:
-        url = f"sqlite:///{tempfile.mkdtemp()}/kraft.db"
+    url = fresh_pg(a.db) if a.db else f"sqlite:///{tempfile.mkdtemp()}/kraft.db"
     engine = make_engine(url)
     migrate(engine)
     Session = sessions(engine)
@@ -113,6 +106,8 @@ def main() -> None:
     (RESULTS / f"live-step-{engine.dialect.name}.json").write_text(
         json.dumps(out, indent=2) + "\n")
     engine.dispose()
+    if a.db:
+        drop_pg(a.db, url)
 
 
 if __name__ == "__main__":
