@@ -200,8 +200,10 @@ class Scheduler:
         self._start(job, placement, pool, start_s, [], guaranteed=False)
 
     def next_wakeup(self) -> float | None:
-        now = self._now  # a maintenance window's opening or close is an event too
-        edge = min((t for s, e, _ in self.windows for t in (s, e) if t > now), default=None)
+        edge = None  # a maintenance window's opening or close is an event too
+        if self.windows:  # (the twin asks after every event: nothing to pay without windows)
+            now = self._now
+            edge = min((t for s, e, _ in self.windows for t in (s, e) if t > now), default=None)
         times = [t for t in (self.policy.next_wakeup(), edge,
                              self.deferred[0][0] if self.deferred else None) if t is not None]
         return min(times) if times else None
