@@ -41,6 +41,7 @@ from kraft.control.store import (
     TenantRow,
     TokenRow,
     as_utc,
+    iso_s,
     sessions,
     utcnow,
     write_lock,
@@ -97,10 +98,6 @@ class Submit(JobFields):
         return JobSpec(tenant=tenant, **self.model_dump())
 
 
-def _iso_s(t: float | None) -> str | None:
-    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
-
-
 def _iso(d: datetime | None) -> str | None:
     return as_utc(d).isoformat() if d is not None else None
 
@@ -114,11 +111,12 @@ def _out(row: JobRow) -> JobOut:
 
 
 def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
-               fleet: FleetSpec | None = None, manage_gc: bool = False) -> FastAPI:
+               fleet: FleetSpec | None = None, garbage=None) -> FastAPI:
     """`plane`: the ControlPlane whose loop runs in a background thread while serving (None:
     the loop runs elsewhere, e.g. in its own process; see `kraft.control.service`). `fleet`
-    (default: the plane's) lets the inference gateway map replicas to sites. `manage_gc`:
-    the service's own process (kraft.control.service `Garbage`), not a test's."""
+    (default: the plane's) lets the inference gateway map replicas to sites. `garbage`: the
+    loop's garbage collection (kraft.control.service `Garbage`), for the service's own
+    process, not a test's."""
     Session = sessions(engine)
     intake = Intake(engine)  # submissions, by group commit
     stop = threading.Event()
@@ -131,7 +129,7 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
         thread = None
         if plane is not None:
             plane.recover(time.time())
-            thread = threading.Thread(target=run_loop, args=(plane, stop, tick_s, manage_gc),
+            thread = threading.Thread(target=run_loop, args=(plane, stop, tick_s, garbage),
                                       name="kraft-loop", daemon=True)
             thread.start()
         if gateway is not None:
@@ -280,9 +278,9 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
             return {"tenant": who, "as_of": None, "jobs": []}
         value = dict(row.value)
         for j in value["jobs"]:
-            j["submitted"] = _iso_s(j.pop("submitted_s"))
-            j["expected_start"] = _iso_s(j.pop("expected_start_s"))
-        return {"tenant": who, "as_of": _iso_s(row.at_s), **value}
+            j["submitted"] = iso_s(j.pop("submitted_s"), "seconds")
+            j["expected_start"] = iso_s(j.pop("expected_start_s"), "seconds")
+        return {"tenant": who, "as_of": iso_s(row.at_s, "seconds"), **value}
 
     @app.get("/v1/jobs/{job_id}", response_model=JobOut)
     def job(job_id: Id, who: Tenant) -> JobOut:

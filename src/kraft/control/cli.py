@@ -142,7 +142,7 @@ def serve(
     from kraft.control.api import create_app
     from kraft.control.auth import ensure_operator_token
     from kraft.control.nodes import remember_fleet
-    from kraft.control.service import ControlPlane
+    from kraft.control.service import ControlPlane, Garbage
     from kraft.control.store import TenantRow, sessions
 
     engine = _engine(data_dir, db, db_file)
@@ -161,7 +161,7 @@ def serve(
     except ValueError as e:
         _fail(str(e))
     if engine.dialect.name == "sqlite":  # one writer per file: the loop is a thread here
-        _serve_http(create_app(engine, data_dir, plane, manage_gc=True), host, port)
+        _serve_http(create_app(engine, data_dir, plane, garbage=Garbage), host, port)
         return
     # PostgreSQL: the loop in its own process, the API in this one (each with its own GIL)
     import multiprocessing

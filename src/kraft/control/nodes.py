@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
 
 from sqlalchemy import select
 
 from kraft.cluster.state import ClusterState
-from kraft.control.store import AuditRow, JobRow, NodeRow, SettingRow, as_utc
+from kraft.control.store import AuditRow, JobRow, NodeRow, SettingRow, as_utc, iso_s
 from kraft.spec.models import FleetSpec
 
 ACTIONS = ("drain", "resume", "down")
@@ -77,14 +76,11 @@ def change(s, cluster: ClusterState, action: str, target: str, reason: str, now:
         row.start_s, row.end_s = window if window else (None, None)
     flag = " --now" if now and action == "drain" else ""
     if window:
-        flag += f" from {_iso(window[0])} until {_iso(window[1])}"
+        start, end = (iso_s(t, "minutes") for t in window)
+        flag += f" from {start} until {end}"
     s.add(AuditRow(actor=actor, action=f"node.{action}", target=target[:200],
                    address=address, detail=f"{reason}{flag} ({len(names)} node(s))"))
     return names
-
-
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="minutes")
 
 
 def engine_report(s, cluster: ClusterState, down: dict[str, str], engine: str) -> bool:
@@ -134,7 +130,8 @@ def view(s, cluster: ClusterState, site: str | None = None) -> dict:
         state = "up" if mark is None else mark.state.replace("drain", "drained")
         window = None
         if mark is not None and mark.start_s is not None:  # maintenance: up until it opens
-            window = {"start": _iso(mark.start_s), "end": _iso(mark.end_s)}
+            window = {"start": iso_s(mark.start_s, "minutes"),
+                      "end": iso_s(mark.end_s, "minutes")}
             state = "maint" if mark.start_s <= time.time() else "up"
         if state == "drained" and on_node.get(name):
             state = "draining"

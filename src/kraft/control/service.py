@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -162,7 +163,7 @@ class ControlPlane:
                    checkpoint_interval_s=spec.checkpoint_interval_s,
                    restart_cost_s=spec.restart_cost_s, preemptible=spec.preemptible,
                    flex_window_s=spec.window_s)
-        if getattr(row, "queue_s", None) is not None:  # the operator moved it (top)
+        if row.queue_s is not None:  # the operator moved it (top)
             job.order_s = row.queue_s
         return job
 
@@ -531,7 +532,7 @@ class ControlPlane:
         at a thousand submits a second, per-row ORM writes cost more than scheduling them."""
         jobs = JobRow.__table__
         rows = s.execute(select(jobs.c.id, jobs.c.tenant, jobs.c.name, jobs.c.spec,
-                                jobs.c.submitted_s)
+                                jobs.c.submitted_s, jobs.c.queue_s)
                          .where(jobs.c.state == "pending").order_by(jobs.c.id)).all()
         if not rows:
             return
@@ -793,10 +794,10 @@ class Garbage:
 
 
 def run_loop(plane: ControlPlane, stop: threading.Event, tick_s: float,
-             manage_gc: bool = False) -> None:
-    """The scheduling loop: one step every `tick_s` until `stop` is set. `manage_gc`: the
-    service's process (`Garbage`)."""
-    garbage = Garbage() if manage_gc else None
+             garbage: Callable[[], Garbage] | None = None) -> None:
+    """The scheduling loop: one step every `tick_s` until `stop` is set. `garbage`: made
+    when the loop starts (after recovery), in the service's own process only."""
+    garbage = garbage() if garbage is not None else None
     while not stop.is_set():
         try:
             plane.step()
@@ -830,4 +831,4 @@ def loop_process(fleet: dict, db_url: str, runs_dir: str, scheduling: dict, pare
     plane = ControlPlane(FleetSpec.model_validate(fleet), make_engine(db_url), Path(runs_dir),
                          SchedulingOptions.from_dict(scheduling), **options)
     plane.recover(time.time())
-    run_loop(plane, stop, tick_s, manage_gc=True)
+    run_loop(plane, stop, tick_s, garbage=Garbage)

@@ -38,6 +38,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def iso_s(t: float | None, timespec: str = "auto") -> str | None:
+    """Epoch seconds as an ISO time in UTC (None stays None)."""
+    return None if t is None else datetime.fromtimestamp(float(t), UTC).isoformat(
+        timespec=timespec)
+
+
 def as_utc(d: datetime) -> datetime:
     """A stored time in UTC, from either database: SQLite hands back naive datetimes (every
     time is written in UTC), PostgreSQL aware ones in the session's time zone."""

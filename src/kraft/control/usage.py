@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy import func, or_, select
 
 from kraft.cluster.state import ClusterState
-from kraft.control.store import AttemptRow, JobRow, TenantRow
+from kraft.control.store import AttemptRow, JobRow, TenantRow, iso_s
 from kraft.energy.books import SEGMENT_COLUMNS, EnergyInputs, books, inputs_for
 from kraft.record import ENDED, ENDINGS, Record, year_origin_s
 from kraft.spec.models import FleetSpec
@@ -106,7 +106,7 @@ class LiveBooks:
                         "site": self.cluster.pools[rec.pool[k]].site.name,
                         "pool": self.cluster.pools[rec.pool[k]].label,
                         "nodes": rec.nodes[k], "gpus": int(rec.gpus[k]),
-                        "start": _iso(start), "end": _iso(end) if rec.ended[k] !=
+                        "start": iso_s(start), "end": iso_s(end) if rec.ended[k] !=
                         ENDED["running"] else None, "ended": _ending(rec.ended[k]),
                         **{c: round(float(cols[c][k]), 6) for c in SEGMENT_COLUMNS}})
         return out
@@ -182,7 +182,7 @@ class LiveBooks:
         rows = [{by: k, **{c: round(v, 6) for c, v in sorted(row.items())}}
                 for k, row in sorted(keys.items())]
         totals = {c: round(sum(r[c] for r in rows), 6) for c in SEGMENT_COLUMNS}
-        out = {"since": _iso(since_s), "until": _iso(until_s), "by": by, "rows": rows,
+        out = {"since": iso_s(since_s), "until": iso_s(until_s), "by": by, "rows": rows,
                "totals": totals, "attempts": len(rec),
                "carbon_basis": {"location": "grid zone hourly intensity, life-cycle",
                                 "market": "site contract factor (GHG Protocol scope 2)"},
@@ -193,12 +193,8 @@ class LiveBooks:
             lo = max(t0, (first if first is not None else until_s) - rec.origin_s)
             sites, _ = books(rec, self.cluster, self.inputs, (min(lo, t1), t1))
             out["sites"] = sites["per_site"]
-            out["sites_since"] = _iso(min(lo, t1) + rec.origin_s)
+            out["sites_since"] = iso_s(min(lo, t1) + rec.origin_s)
         return out
-
-
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(float(t), UTC).isoformat()
 
 
 def _ending(code: int) -> str:
