@@ -115,8 +115,8 @@ def main() -> None:
         import functools
 
         for name in ("_poll", "_ingest", "_cancels", "_reap", "_nodes", "_requests",
-                     "_launch_waiting", "_apply", "_reasons", "_queues", "_tenant_updates",
-                     "_engine_nodes"):
+                     "_launch_waiting", "_apply", "_reasons", "_queues", "_write_queues",
+                     "_tenant_updates", "_engine_nodes"):
             def timed(fn, name=name):
                 @functools.wraps(fn)
                 def run(*args, **kw):
@@ -138,13 +138,23 @@ def main() -> None:
                 parts.setdefault(f"gc gen{info['generation']}", []).append(
                     time.perf_counter() - gc_started.pop())
         gc.callbacks.append(gc_timer)
+        import kraft.control.service as service
+
+        snap = service.snapshot
+        service.snapshot = lambda *args: (lambda t: (_r := snap(*args), parts.setdefault(
+            "queue snapshot", []).append(time.perf_counter() - t))[0])(time.perf_counter())
         cycle = plane.sched.cycle
         plane.sched.cycle = lambda now: (lambda t: (_r := cycle(now), parts.setdefault(
             "sched.cycle", []).append(time.perf_counter() - t))[0])(time.perf_counter())
+    def show_parts() -> None:
+        for name, ts in sorted(parts.items(), key=lambda kv: -sum(kv[1])):
+            print(f"  {name:16} calls {len(ts):4}  max {max(ts) * 1e3:7.1f} ms  "
+                  f"median {statistics.median(ts) * 1e3:6.1f} ms  "
+                  f"total {sum(ts) * 1e3:7.0f} ms")
+        parts.clear()
+
     idle = [step() for _ in range(50)]
-    for name, ts in sorted(parts.items(), key=lambda kv: -max(kv[1])):
-        print(f"  {name:16} calls {len(ts):3}  max {max(ts) * 1e3:7.1f} ms  "
-              f"median {statistics.median(ts) * 1e3:6.1f} ms")
+    show_parts()
     print(f"idle at scale: step p50 {pct(idle, .5) * 1e3:.1f} ms, "
           f"p99 {pct(idle, .99) * 1e3:.1f} ms", flush=True)
 
@@ -171,6 +181,7 @@ def main() -> None:
     while len(lat) < submitted and time.time() < deadline:  # the last arrivals start
         arrivals.append(step())
         running_now()
+    show_parts()
     print(f"arrivals: {submitted:,} at {a.rate:.0f}/s, submit to running p50 "
           f"{pct(lat, .5) * 1e3:.0f} ms, p99 {pct(lat, .99) * 1e3:.0f} ms; steps p50 "
           f"{pct(arrivals, .5) * 1e3:.1f} ms, p99 {pct(arrivals, .99) * 1e3:.1f} ms", flush=True)

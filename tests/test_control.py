@@ -470,3 +470,99 @@ def test_the_power_gauge_uses_this_hours_temperature(tmp_path):
     assert site["outdoor_c"] == pytest.approx(temp)
     assert site["pue"] == pytest.approx(pue)
     assert site["facility_w"] == pytest.approx(8 * 70 * 1.8 * pue)
+
+
+def _null_plane(engine, clock, executor=None):
+    from kraft.exec.null import NullExecutor
+
+    plane = ControlPlane(load_fleet("local"), engine, executor or NullExecutor(clock),
+                         clock=clock, single_user=True)
+    plane.recover(clock())
+    return plane
+
+
+def _pending(engine, n: int, seconds: int, at: float) -> None:
+    from sqlalchemy import insert
+
+    from kraft.control.api import add_tenant
+    from kraft.control.store import JobRow, TenantRow, sessions
+    from kraft.spec.models import JobSpec, TenantSpec
+
+    spec = JobSpec(tenant="acme", gpus=1, command=["sleep", str(seconds)])
+    with sessions(engine)() as s:
+        if s.get(TenantRow, "acme") is None:
+            add_tenant(s, TenantSpec(name="acme"))
+        s.execute(insert(JobRow.__table__), [dict(
+            tenant="acme", name=f"j{k}", state="pending", spec=spec.model_dump(mode="json"),
+            submitted_s=at) for k in range(n)])
+        s.commit()
+
+
+class _Clock:
+    def __init__(self, t: float):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_restarted_service_readopts_the_null_executors_jobs_from_their_handles(db_url):
+    """`executor: {kind: null}` runs `kraft serve` at fleet scale; after a SIGKILL the new
+    process has a fresh executor, and must re-adopt what still 'runs' (its end is in the
+    handles on record), not requeue it, and see it end on time."""
+    from kraft.control.store import JobRow, sessions
+
+    engine = make_engine(db_url)
+    migrate(engine)
+    clock = _Clock(1_000_000.0)
+    _pending(engine, 3, 600, clock.t)
+    first = _null_plane(engine, clock)
+    first.step()
+    assert len(first.runs) == 3
+    clock.t += 300
+    again = _null_plane(engine, clock)  # a new process: nothing of the old executor is left
+    assert set(again.runs) == set(first.runs)
+    with sessions(engine)() as s:
+        assert {(r.state, r.attempt) for r in s.query(JobRow)} == {("running", 1)}
+    clock.t += 299
+    again.step()
+    assert len(again.runs) == 3  # 599 s of 600
+    clock.t += 2
+    again.step()
+    with sessions(engine)() as s:
+        assert {(r.state, r.attempt) for r in s.query(JobRow)} == {("succeeded", 1)}
+    engine.dispose()
+
+
+def test_the_engine_is_polled_at_most_a_fifth_of_the_time(tmp_path):
+    """A poll of 10,000 attempts (or one `squeue`) costs more than a 50 ms step can give on
+    every step: after a poll that took P, the next is at least 4 P later on the loop's clock;
+    jobs still end, just that much later."""
+    from kraft.exec.null import NullExecutor
+
+    class SlowEngine(NullExecutor):
+        polls = 0
+
+        def status_many(self, runs):
+            SlowEngine.polls += 1
+            time.sleep(0.02)
+            return super().status_many(runs)
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'kraft.db'}")
+    migrate(engine)
+    clock = _Clock(1_000_000.0)
+    _pending(engine, 2, 1, clock.t)
+    plane = _null_plane(engine, clock, SlowEngine(clock))
+    plane.step()
+    assert len(plane.runs) == 2
+    clock.t += 0.5
+    plane.step()  # past the budget: a poll (20 ms), both still running
+    polls = SlowEngine.polls
+    for _ in range(3):  # 10 ms apart on the loop's clock: within 4 x 20 ms of that poll
+        clock.t += 0.01
+        plane.step()
+    assert SlowEngine.polls == polls and len(plane.runs) == 2
+    clock.t += 1  # past their end and the budget: polled, and both ended
+    plane.step()
+    assert SlowEngine.polls == polls + 1 and not plane.runs
+    engine.dispose()

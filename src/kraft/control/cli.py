@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import uuid
 from contextlib import contextmanager
@@ -19,7 +20,8 @@ from rich.text import Text
 
 from kraft.cli_shared import DepthOpt, ParamOpt, PolicyOpt, PreferOpt, ShiftOpt
 
-console = Console()
+# Piped to a file or grep, lines are wide enough that no table cell is cut.
+console = Console(width=None if sys.stdout.isatty() else 220)
 err = Console(stderr=True)
 admin_app = typer.Typer(help="Operator commands, run on the control-plane host.",
                         no_args_is_help=True)

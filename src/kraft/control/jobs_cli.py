@@ -9,18 +9,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from kraft.control.cli import _check, _client, _fail, console
 
 Output = Annotated[str, typer.Option("-o", "--output", help="table, wide or json")]
-
-
-def _out() -> Console:
-    """The terminal, or, piped to a file or grep, lines wide enough that nothing is cut."""
-    return console if console.is_terminal else Console(width=220)
 
 
 def _when(iso: str | None) -> str:
@@ -76,7 +70,7 @@ def jobs(state: Annotated[Optional[str], typer.Option(help="only jobs in this st
             cells += [str(j["attempt"]),
                       ",".join(p["node"] for p in j.get("placement") or []) or "-"]
         table.add_row(*cells, Text(j["reason"]))
-    _out().print(table)
+    console.print(table)
 
 
 def queue(output: Output = "table") -> None:
@@ -106,4 +100,4 @@ def queue(output: Output = "table") -> None:
         table.add_row(str(j["position"] or "deferred"), str(j["id"]), Text(j["name"]),
                       str(j["gpus"]), _when(j["submitted"]), _when(j["expected_start"]),
                       Text(j["reason"]))
-    _out().print(table)
+    console.print(table)

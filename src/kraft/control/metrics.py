@@ -31,6 +31,10 @@ from kraft.spec.models import FleetSpec
 
 CYCLE = Histogram("kraft_scheduling_cycle_seconds", "Wall time of one scheduling cycle",
                   buckets=(1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0))
+# The whole step (engine poll, intake, the cycle, its writes): the loop's latency budget.
+STEP = Histogram("kraft_loop_step_seconds", "Wall time of one step of the scheduling loop",
+                 buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5,
+                          1.0, 2.0, 5.0))
 
 
 class FleetCollector:
@@ -162,6 +166,7 @@ def render(collector: FleetCollector | None) -> bytes:
     else:
         local = CollectorRegistry()
         local.register(_Only(CYCLE))
+        local.register(_Only(STEP))
         text = generate_latest(local)
     if collector is not None:
         fleet = CollectorRegistry()

@@ -29,7 +29,7 @@ class RunRequest:
     master_port: int | None = None  # the rendezvous port, drawn at start
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class RunStatus:
     running: bool
     exit_code: int | None = None  # set once finished

@@ -4,8 +4,11 @@ same jobs through both bodies, tests/test_one_brain.py) and load-tested at fleet
 (bench/control.py) without a process per job.
 
 How long an attempt runs is `run_s(req)`: by default the N of a `sleep N` command, so a job
-spec's `command: [sleep, "3600"]` runs an hour on it; any other command ends at once. Kept in
-memory: a restarted service finds none of its attempts (they vanished, as on a lost host).
+spec's `command: [sleep, "3600"]` runs an hour on it; any other command ends at once. Each
+rank's handle is the attempt's end in epoch milliseconds, so a restarted service re-adopts
+what is still "running" from its record alone, as it would a real engine's jobs. A fleet
+spec names it with `executor: {kind: "null"}` (a dry run, or `kraft serve` load-tested at
+fleet scale: bench/serve_scale.py).
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ def sleep_seconds(req: RunRequest) -> float:
         except ValueError:
             pass
     return 0.0
+
+
+RUNNING, DONE = RunStatus(True, alive=True), RunStatus(False, 0)
+STOPPED, LOST = RunStatus(False, -15), RunStatus(False, None, lost=True)
 
 
 class NullExecutor:
@@ -51,13 +58,20 @@ class NullExecutor:
         now = self.clock()
         self.ends[key] = self.end_at(req) if self.end_at else now + self.run_s(req)
         self.started_attempts.append((req.job_id, req.attempt, now))
-        return [req.job_id] * (len(req.ranks) if only is None else len(only))
+        return [round(self.ends[key] * 1000)] * (len(req.ranks) if only is None else len(only))
+
+    def _end(self, key: tuple[int, int], handles: list[int]) -> float | None:
+        """When an attempt ends: as started here, or as its handles say (after a restart)."""
+        end = self.ends.get(key)
+        if end is None and handles and handles[0]:
+            end = self.ends[key] = handles[0] / 1000
+        return end
 
     def status(self, req: RunRequest, handles: list[int]) -> RunStatus:
         key = (req.job_id, req.attempt)
         if key in self.stopped:
             return RunStatus(False, -15)
-        end = self.ends.get(key)
+        end = self._end(key, handles)
         if end is None:
             return RunStatus(False, None, lost=True)
         if self.clock() < end:
@@ -68,12 +82,11 @@ class NullExecutor:
         now = self.clock()  # once for all: 10,000 running jobs are polled every step
         ends, stopped = self.ends, self.stopped
         out = []
-        for req, _ in runs:
+        for req, handles in runs:
             key = (req.job_id, req.attempt)
-            end = ends.get(key)
-            out.append(RunStatus(False, -15) if key in stopped else
-                       RunStatus(False, None, lost=True) if end is None else
-                       RunStatus(True, alive=True) if now < end else RunStatus(False, 0))
+            end = ends.get(key) or self._end(key, handles)
+            out.append(STOPPED if key in stopped else LOST if end is None else
+                       RUNNING if now < end else DONE)
         return out
 
     def stop(self, req: RunRequest, handles: list[int]) -> None:

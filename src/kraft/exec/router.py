@@ -27,6 +27,10 @@ def make_executor(cluster: ClusterState, work_dir: Path,
         if spec.kind == "local":
             by_site[site.name] = LocalExecutor(work_dir, isolation, spec.gpu_devices,
                                                tuple(spec.shared_devices), names)
+        elif spec.kind == "null":
+            from kraft.exec.null import NullExecutor
+
+            by_site[site.name] = NullExecutor(work_dir=work_dir)
         elif spec.kind == "slurm":
             from kraft.exec.slurm import SlurmExecutor
 

@@ -105,7 +105,9 @@ class ExecutorSpec(_Strict):
     """Which engine runs a site's jobs, and how to reach it. Kraft stays the scheduler (what
     starts, where, what is preempted); the engine executes (docs/engines.md)."""
 
-    kind: Literal["local", "slurm", "ray"] = "local"
+    kind: Literal["local", "slurm", "ray", "null"] = Field(
+        "local", description="local processes, Slurm, Ray, or null: runs nothing, each job "
+                             "'runs' for the N of its `sleep N` command (dry runs, load tests)")
     partition: str | None = Field(None, description="Slurm partition (default: the cluster's)")
     address: str | None = Field(None, description="Ray dashboard URL, e.g. http://head:8265")
     nodes: list[str] = Field(
