@@ -41,9 +41,12 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _engine(data_dir: Path, db: str | None, db_file: Path | None = None):
+def _engine(data_dir: Path, db: str | None, db_file: Path | None = None,
+            one_instance: bool = False):
     """The database, migrated to the newest schema; one that cannot be used is a clear
-    error (which, and why), not a traceback. A password is never taken from the command line
+    error (which, and why), not a traceback. `one_instance` (`kraft serve`): a SQLite file is
+    locked to this process first, or refused if another instance holds it
+    (kraft.control.leader). A password is never taken from the command line
     (every account on the host can read it there, in the process list): KRAFT_DB, --db-file
     or a ~/.pgpass give it."""
     import sys
@@ -71,6 +74,13 @@ def _engine(data_dir: Path, db: str | None, db_file: Path | None = None):
               "password in ~/.pgpass")
     try:
         engine = make_engine(url)
+        if one_instance and engine.dialect.name == "sqlite":
+            from kraft.control.leader import InstanceLocked, lock_sqlite
+
+            try:  # held as long as the engine: closing the file releases it
+                engine.kraft_instance_lock = lock_sqlite(Path(engine.url.database))
+            except InstanceLocked as e:
+                _fail(str(e))
         migrate(engine)
     except ValueError as e:  # not a database Kraft keeps its state in
         _fail(f"--db {shown}: {e}")
@@ -125,6 +135,7 @@ def serve(
     except (SpecError, ValueError) as e:
         _fail(str(e))
     private_state(data_dir)
+    engine = _engine(data_dir, db, db_file, one_instance=True)  # before anything is touched
     # Metrics shared by the API and loop processes (prometheus_client multiprocess mode):
     # set before prometheus_client is first imported, emptied at each start.
     metrics_dir = data_dir / "prometheus"
@@ -147,7 +158,6 @@ def serve(
     from kraft.control.service import ControlPlane, Garbage
     from kraft.control.store import TenantRow, sessions
 
-    engine = _engine(data_dir, db, db_file)
     with sessions(engine)() as s:
         for spec in tenant_specs:
             if s.get(TenantRow, spec.name) is None:

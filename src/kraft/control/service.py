@@ -817,11 +817,14 @@ class Garbage:
 
 
 def run_loop(plane: ControlPlane, stop: threading.Event, tick_s: float,
-             garbage: Callable[[], Garbage] | None = None) -> None:
-    """The scheduling loop: one step every `tick_s` until `stop` is set. `garbage`: made
-    when the loop starts (after recovery), in the service's own process only."""
+             garbage: Callable[[], Garbage] | None = None, leader=None) -> None:
+    """The scheduling loop: one step every `tick_s` until `stop` is set, or until `leader`
+    (kraft.control.leader.Leadership) says the right to act is lost. `garbage`: made when
+    the loop starts (after recovery), in the service's own process only."""
     garbage = garbage() if garbage is not None else None
     while not stop.is_set():
+        if leader is not None and not leader.held():
+            return
         t0 = time.perf_counter()
         try:
             plane.step()
@@ -853,7 +856,13 @@ def loop_process(fleet: dict, db_url: str, runs_dir: str, scheduling: dict, pare
     iso = options.get("isolation")
     options = {**options, "isolation": Isolation(**{**iso, "work_root": Path(iso["work_root"])})
                if iso else None}
-    plane = ControlPlane(FleetSpec.model_validate(fleet), make_engine(db_url), Path(runs_dir),
+    from kraft.control.leader import Leadership
+
+    engine = make_engine(db_url)
+    leader = Leadership(engine)  # one loop per database: the others stand by
+    if not leader.wait(stop):
+        return
+    plane = ControlPlane(FleetSpec.model_validate(fleet), engine, Path(runs_dir),
                          SchedulingOptions.from_dict(scheduling), **options)
     plane.recover(time.time())
-    run_loop(plane, stop, tick_s, garbage=Garbage)
+    run_loop(plane, stop, tick_s, garbage=Garbage, leader=leader)

@@ -23,8 +23,6 @@ LIVE = {"PENDING", "RUNNING"}
 LOG_EVERY_S = 1.0  # copy a running job's log from Ray at most this often
 
 
-
-
 class RayExecutor(ExitFiles):
     name = "ray"
     capabilities = frozenset({"logs", "adopt", "multi-node"})
