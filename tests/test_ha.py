@@ -10,24 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_recovery import KRAFT, free_port, kraft
+from test_recovery import KRAFT, free_port, kraft, start_server
 
 
 def serve(home: Path, port: int, db: str | None = None) -> subprocess.Popen:
-    """`kraft serve`, its output in home/../<name>.log (read while it runs)."""
-    log = open(home.parent / f"{home.name}.log", "wb")
-    args = [*KRAFT, "serve", "--data-dir", str(home), "--port", str(port),
-            *(["--db", db] if db else [])]
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 30
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=1)
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError((home.parent / f"{home.name}.log").read_text())
+    return start_server(home, port, db, log=home.parent / f"{home.name}.log")
 
 
 def log_of(home: Path) -> str:

@@ -31,21 +31,26 @@ def kraft(*args, env=None, check=True) -> subprocess.CompletedProcess:
 
 
 def start_server(home: Path, port: int, db: str | None, fleet: str = "local",
-                 extra: tuple[str, ...] = (), env: dict | None = None) -> subprocess.Popen:
+                 extra: tuple[str, ...] = (), env: dict | None = None,
+                 log: Path | None = None) -> subprocess.Popen:
+    """`kraft serve`, once it answers; its output to `log` (readable while it runs), or a
+    pipe."""
     args = [*KRAFT, "serve", "--data-dir", str(home), "--port", str(port), "--fleet", fleet,
             *extra]
     if db:
         args += ["--db", db]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    out = open(log, "wb") if log else subprocess.PIPE
+    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
     deadline = time.time() + 30
-    while time.time() < deadline:
+    while time.time() < deadline and proc.poll() is None:
         try:
             httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=1)
             return proc
         except httpx.HTTPError:
             time.sleep(0.2)
     proc.kill()
-    raise AssertionError(f"kraft serve did not come up: {proc.stdout.read().decode()}")
+    said = log.read_text() if log else proc.stdout.read().decode()
+    raise AssertionError(f"kraft serve did not come up: {said}")
 
 
 def wait(client, job_id, states, timeout=30):
