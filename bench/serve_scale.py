@@ -36,15 +36,10 @@ from pathlib import Path
 import httpx
 import yaml
 from control import KRAFT, drop_pg, free_port, fresh_pg, wait_up
-from sqlalchemy import func, insert, select
+from fleet_scale import PER_TENANT, QUOTA_GPUS, TENANTS, pct  # the same load
+from sqlalchemy import func, select
 
 RESULTS = Path(__file__).parent / "results"
-TENANTS, PER_TENANT, QUOTA_GPUS = 2000, 10, 20
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 def step_buckets(base: str, operator: str) -> dict[float, float]:
@@ -117,8 +112,9 @@ def main() -> None:
 
     import uvloop
 
-    from kraft.control.auth import ensure_operator_token, hash_token, new_token
-    from kraft.control.store import JobRow, TenantRow, TokenRow, make_engine, migrate, sessions
+    from kraft.control.api import add_tenant
+    from kraft.control.auth import ensure_operator_token
+    from kraft.control.store import JobRow, make_engine, migrate, sessions
     from kraft.spec.load import load_fleet
     from kraft.spec.models import TenantSpec
 
@@ -132,13 +128,10 @@ def main() -> None:
     migrate(engine)
     Session = sessions(engine)
     names = [f"t{k:04d}" for k in range(TENANTS)]
-    tokens = {n: new_token() for n in [*names, "free"]}
     with Session() as s:
-        s.execute(insert(TenantRow.__table__), [
-            dict(name=n, spec=TenantSpec(name=n, quota_gpus=None if n == "free" else
-                                         QUOTA_GPUS).model_dump(mode="json")) for n in tokens])
-        s.execute(insert(TokenRow.__table__), [dict(tenant=n, token_hash=hash_token(t))
-                                               for n, t in tokens.items()])
+        tokens = {n: add_tenant(s, TenantSpec(name=n, quota_gpus=QUOTA_GPUS)).token
+                  for n in names}
+        tokens["free"] = add_tenant(s, TenantSpec(name="free")).token
         s.commit()
     operator = ensure_operator_token(home)
     port = free_port()

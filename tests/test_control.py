@@ -519,6 +519,8 @@ def test_a_restarted_service_readopts_the_null_executors_jobs_from_their_handles
     first = _null_plane(engine, clock)
     first.step()
     assert len(first.runs) == 3
+    for req, handles in first.runs.values():  # found after a crash as start gave them
+        assert first.executor.find(req) == handles
     clock.t += 300
     again = _null_plane(engine, clock)  # a new process: nothing of the old executor is left
     assert set(again.runs) == set(first.runs)

@@ -221,3 +221,41 @@ def test_scale_from_zero_on_the_first_request(tmp_path):
         server.terminate()
         server.wait(timeout=15)
         stop_leftovers(home)
+
+
+def test_a_service_the_gateway_has_not_seen_yet_is_found_not_refused(tmp_path):
+    """Created a moment ago, or through another API process: this process's gateway learns
+    of it at its next refresh, and a request in between waits for that, not a 404."""
+    import asyncio
+
+    from kraft.control.api import add_tenant
+    from kraft.control.store import ServiceRow, make_engine, migrate, sessions
+    from kraft.infer.live import Gateway, RoutingError
+    from kraft.spec.load import load_fleet
+    from kraft.spec.models import TenantSpec
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'kraft.db'}")
+    migrate(engine)
+    spec = {k: v for k, v in SERVICE.items() if k != "autoscale"}
+
+    async def main():
+        gateway = Gateway(engine, load_fleet("local"))
+        await gateway.start()
+        try:
+            await asyncio.sleep(0.3)  # a refresh or more with no service on record
+            with sessions(engine)() as s:  # as another API process would write it
+                add_tenant(s, TenantSpec(name="acme"))
+                s.add(ServiceRow(tenant="acme", name="chat", spec=spec, desired_replicas=2))
+                s.commit()
+            found = await gateway.find_fresh("acme", "chat")
+            assert found.name == "chat" and found.tenant == "acme"
+            try:  # a name that is on record nowhere is still a 404, after the wait
+                await gateway.find_fresh("acme", "nope", wait_s=2)
+                raise AssertionError("found a service that does not exist")
+            except RoutingError as e:
+                assert e.status == 404
+        finally:
+            await gateway.close()
+
+    asyncio.run(main())
+    engine.dispose()

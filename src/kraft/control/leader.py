@@ -74,12 +74,18 @@ class Leadership:
         while not stop.is_set():
             try:
                 conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-                if conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOOP_LOCK}):
+                got = False
+                try:
+                    got = conn.scalar(text("SELECT pg_try_advisory_lock(:k)"),
+                                      {"k": LOOP_LOCK})
+                finally:
+                    if not got:  # refused, or the query failed: the connection goes back
+                        conn.close()
+                if got:
                     self.conn, self.checked_at = conn, time.monotonic()
                     log.warning("leader: this instance runs the scheduling loop (pid %s)",
                                 os.getpid())
                     return True
-                conn.close()
             except Exception as e:  # the database is away: keep trying, as a standby would
                 log.warning("leader: cannot reach the database (%s); trying again", e)
             if not said:

@@ -591,9 +591,8 @@ class ControlPlane:
             return
         t0 = time.perf_counter()
         self.polled_at = now
-        ids = list(self.runs)
         ended = [(job_id, status) for job_id, status in zip(
-            ids, statuses(self.executor, list(self.runs.values()))) if not status.running]
+            self.runs, statuses(self.executor, list(self.runs.values()))) if not status.running]
         gone = {job_id for job_id, _ in ended}
         over = [job_id for job_id, at in self.limit_at_s.items()
                 if now > at and job_id not in gone]

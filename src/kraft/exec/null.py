@@ -58,7 +58,10 @@ class NullExecutor:
         now = self.clock()
         self.ends[key] = self.end_at(req) if self.end_at else now + self.run_s(req)
         self.started_attempts.append((req.job_id, req.attempt, now))
-        return [round(self.ends[key] * 1000)] * (len(req.ranks) if only is None else len(only))
+        return [self._handle(key)] * (len(req.ranks) if only is None else len(only))
+
+    def _handle(self, key: tuple[int, int]) -> int:
+        return round(self.ends[key] * 1000)
 
     def _end(self, key: tuple[int, int], handles: list[int]) -> float | None:
         """When an attempt ends: as started here, or as its handles say (after a restart)."""
@@ -104,8 +107,8 @@ class NullExecutor:
         return (req.job_id, req.attempt) in self.ends
 
     def find(self, req: RunRequest) -> list[int | None]:
-        alive = (req.job_id, req.attempt) in self.ends
-        return [req.job_id if alive else None for _ in req.ranks]
+        key = (req.job_id, req.attempt)  # the same handles start gave
+        return [self._handle(key) if key in self.ends else None for _ in req.ranks]
 
     def orphans(self, current: dict[int, int]) -> list[tuple[RunRequest, list[int]]]:
         return []

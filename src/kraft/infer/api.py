@@ -117,7 +117,7 @@ def add_inference_routes(app: FastAPI, engine, Tenant, audit, gateway: Gateway |
         if gateway is None:
             raise HTTPException(503, "this server runs no inference gateway")
         try:
-            svc = gateway.find(who, body.model)
+            svc = await gateway.find_fresh(who, body.model)
             text = body.prompt if isinstance(body.prompt, str) else str(body.messages or "")
             rep = await gateway.pick(svc, who, max(1, len(text) // CHARS_PER_TOKEN))
         except RoutingError as e:

@@ -291,6 +291,24 @@ class Gateway:
             raise RoutingError(404, f"no service {name!r} (the request's 'model')")
         return self.services[found[0][1]]
 
+    async def find_fresh(self, caller: str, name: str, wait_s: float = 30.0) -> LiveService:
+        """`find`, and where this process does not know the service yet (created a moment
+        ago, or through another API process), again after the next two refreshes: one may
+        have begun before the service was on record."""
+        try:
+            return self.find(caller, name)
+        except RoutingError as e:
+            if e.status != 404:
+                raise
+        deadline = time.monotonic() + wait_s
+        for _ in range(2):
+            try:
+                await asyncio.wait_for(self.changed.wait(), max(0.0, deadline -
+                                                                 time.monotonic()))
+            except TimeoutError:
+                break
+        return self.find(caller, name)
+
     def by_name(self, tenant: str, name: str) -> LiveService | None:
         return next((v for v in self.services.values()
                      if v.tenant == tenant and v.name == name), None)
