@@ -1,15 +1,19 @@
-"""Several `kraft serve` on one database (issue #17, first part): on PostgreSQL exactly one
-runs the scheduling loop and the others stand by, taking over when it dies; on SQLite a
-second instance on the same file is refused."""
+"""Several `kraft serve` on one database (issue #17): on PostgreSQL exactly one runs the
+scheduling loop, under a lease, and the others stand by, taking over when it dies, is paused
+or stops; on SQLite a second instance on the same file is refused."""
 
+import os
 import re
 import signal
 import subprocess
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
 from test_recovery import KRAFT, free_port, kraft, start_server
 
 
@@ -92,3 +96,288 @@ def test_two_instances_on_one_postgresql_run_each_job_once_and_fail_over(db_url,
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(timeout=30)
+
+
+# ---- a cluster of instances on one host: one database, one runs folder, one work folder ----
+
+FLEET = """name: ha
+sites:
+  - name: local
+    country: "NO"
+    jurisdiction: EEA
+    grid_zone: NO-NO1
+    it_power_budget_mw: 1
+    pods: [{name: pod, nodes: [{count: %d, gpus: %d, model: H100-SXM}]}]
+"""
+# Each rank leaves one line when it ends: job, rank, attempt, node, GPUs, start and end (ns).
+# Two lines for a rank: it ran twice; the intervals: which GPUs were in use when.
+MARK = ('s=$(date +%s%N); sleep {sleep}; echo "$KRAFT_JOB_ID $RANK $KRAFT_ATTEMPT $KRAFT_NODE '
+        '$CUDA_VISIBLE_DEVICES $s $(date +%s%N)" >> $HOME/marks')
+
+
+class Instances:
+    """`kraft serve` instances on one PostgreSQL database, sharing the runs folder (so a
+    standby re-adopts the leader's jobs) and the tenants' work folder."""
+
+    def __init__(self, root: Path, db_url: str, nodes: int = 2, gpus: int = 4):
+        self.root, self.db_url = root, db_url
+        (root / "fleet.yaml").write_text(FLEET % (nodes, gpus))
+        self.shared = ("--runs-dir", str(root / "runs"), "--work-dir", str(root / "homes"),
+                       "--grace-s", "1")
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.ports: dict[str, int] = {}
+        self.db = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+        self.token = re.search(r"kt_[A-Za-z0-9_-]+", kraft(
+            "admin", "tenant", "create", "acme", "--data-dir", str(root / "i0"), "--db",
+            db_url).stdout).group(0)
+
+    def start(self, name: str) -> None:
+        home = self.root / name
+        self.ports[name] = port = free_port()
+        self.procs[name] = start_server(home, port, self.db_url,
+                                        fleet=str(self.root / "fleet.yaml"),
+                                        extra=self.shared, log=self.root / f"{name}.log")
+
+    def log(self, name: str) -> str:
+        return (self.root / f"{name}.log").read_text()
+
+    def client(self, name: str) -> httpx.Client:
+        return httpx.Client(base_url=f"http://127.0.0.1:{self.ports[name]}", timeout=30,
+                            headers={"Authorization": f"Bearer {self.token}"})
+
+    def lease(self) -> tuple[int, int] | None:
+        """(epoch, pid of the `kraft serve` whose loop holds it), as the database has it."""
+        with self.db.connect() as c:
+            row = c.execute(text("SELECT epoch, holder FROM leases WHERE name = 'loop' "
+                                 "AND until > clock_timestamp()")).first()
+        if row is None:
+            return None
+        loop_pid = int(row.holder.rsplit(":", 1)[1])
+        try:
+            stat = Path(f"/proc/{loop_pid}/stat").read_text()
+        except FileNotFoundError:
+            return None
+        return row.epoch, int(stat.rsplit(")", 1)[1].split()[1])  # its parent
+
+    def leader(self, timeout: float = 30, not_epoch: int | None = None) -> tuple[str, int]:
+        """The instance that leads (name, epoch), once one does (with another epoch)."""
+        def found():
+            held = self.lease()
+            if held is None or held[0] == not_epoch:
+                return None
+            return next(((n, held[0]) for n, p in self.procs.items()
+                         if p.pid == held[1] and p.poll() is None), None)
+        return until(found, timeout, "no instance took the lease")
+
+    def first_start(self, epoch: int) -> float | None:
+        with self.db.connect() as c:
+            return c.execute(text("SELECT min(start_s) FROM attempts WHERE leader_epoch = :e"),
+                             {"e": epoch}).scalar()
+
+    def loop_pid(self, name: str) -> int:
+        pid = self.procs[name].pid
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return next(int(k) for k in kids
+                    if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes())
+
+    def marks(self) -> list[tuple]:
+        path = self.root / "homes" / "acme" / "marks"
+        lines = path.read_text().split("\n") if path.exists() else []
+        return [((int(j), int(r)), int(a), node, tuple(map(int, gpus.split(","))), int(s),
+                 int(e)) for j, r, a, node, gpus, s, e in (line.split() for line in lines
+                                                          if len(line.split()) == 7)]
+
+    def jobs(self) -> list[dict]:
+        """Every job, from whichever instance answers (one may be down)."""
+        while True:
+            for name, proc in self.procs.items():
+                if proc.poll() is None:
+                    try:
+                        with self.client(name) as c:
+                            return c.get("/v1/jobs", params={"limit": 10000}).json()
+                    except httpx.TransportError:
+                        pass
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.db.dispose()
+
+
+def check_marks(marks: list[tuple], ranks: list, fleet_gpus: int) -> None:
+    """Every rank (job id, rank; a bare id: rank 0) once, and no GPU in use by two at any
+    moment (so neither more than the fleet)."""
+    want = sorted(r if isinstance(r, tuple) else (r, 0) for r in ranks)
+    ran = Counter(r for r, *_ in marks)
+    twice = sorted(r for r, n in ran.items() if n > 1)
+    assert not twice, f"ranks (job, rank) that ran twice: {twice[:10]}"
+    assert sorted(ran) == want, f"ranks that never ran: {sorted(set(want) - set(ran))[:10]}"
+    edges = sorted([(s, len(g)) for *_, g, s, _ in marks] + [(e, -len(g)) for *_, g, _, e
+                                                               in marks],
+                   key=lambda x: (x[0], x[1]))  # an end before a start at the same ns
+    in_use = peak = 0
+    for _, delta in edges:
+        in_use += delta
+        peak = max(peak, in_use)
+    assert peak <= fleet_gpus, f"{peak} GPUs in use at once on a fleet of {fleet_gpus}"
+    by_gpu: dict[tuple, list] = {}
+    for j, _, node, gpus, s, e in marks:
+        for g in gpus:
+            by_gpu.setdefault((node, g), []).append((s, e, j))
+    for gpu, spans in by_gpu.items():
+        spans.sort()
+        for (_, e0, j0), (s1, _, j1) in zip(spans, spans[1:]):
+            assert s1 >= e0, f"GPU {gpu}: job {j1} started before job {j0} ended"
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_leader_paused_past_its_lease_applies_nothing_when_it_wakes(db_url, tmp_path):
+    """SIGSTOP of the leader (its API and its loop) while its jobs run and more wait: the
+    standby takes the lease once it expires, re-adopts the running jobs and runs the
+    waiting ones. SIGCONT: the old leader, which still holds all of that in memory, applies
+    nothing (no job runs twice, no attempt is started under its epoch after the pause), and
+    goes back to standing by."""
+    ha = Instances(tmp_path, db_url, nodes=1, gpus=2)
+    try:
+        ha.start("a")
+        old, old_epoch = ha.leader()
+        assert old == "a"
+        ha.start("b")
+        until(lambda: "standby:" in ha.log("b"), 30, "b did not stand by")
+        with ha.client("b") as b:
+            long = {"gpus": 1, "command": ["bash", "-c", MARK.format(sleep=3)]}
+            short = {"gpus": 1, "command": ["bash", "-c", MARK.format(sleep=0.2)]}
+            ids = [b.post("/v1/jobs", json=long).json()["id"] for _ in range(2)]
+            until(lambda: all(b.get(f"/v1/jobs/{i}").json()["state"] == "running"
+                              for i in ids), 30, "the long jobs did not start")
+            ids += [b.post("/v1/jobs", json=short).json()["id"] for _ in range(4)]
+            time.sleep(0.5)  # the old leader has ingested them: they wait in its memory
+            paused = [ha.procs["a"].pid, ha.loop_pid("a")]
+            for pid in paused:
+                os.kill(pid, signal.SIGSTOP)
+            t0 = time.time()
+            new, new_epoch = ha.leader(timeout=20, not_epoch=old_epoch)
+            took_s = time.time() - t0
+            assert new == "b" and new_epoch > old_epoch
+            until(lambda: all(b.get(f"/v1/jobs/{i}").json()["state"] == "succeeded"
+                              for i in ids), 60, "the standby did not finish the jobs")
+            woke_ns = time.time_ns()
+            for pid in reversed(paused):
+                os.kill(pid, signal.SIGCONT)
+            more = [b.post("/v1/jobs", json=short).json()["id"] for _ in range(2)]
+            until(lambda: all(b.get(f"/v1/jobs/{i}").json()["state"] == "succeeded"
+                              for i in more), 30, "new work did not run after the wake")
+            time.sleep(2)  # time enough for an old leader that acted to have shown it
+            check_marks(ha.marks(), ids + more, fleet_gpus=2)
+            assert "applies nothing more" in ha.log("a")
+            until(lambda: ha.log("a").count("standby:") >= 1, 20,
+                  "the old leader did not go back to standing by")
+            assert ha.procs["a"].poll() is None  # a still serves: it stands by
+        with ha.db.connect() as c:
+            late = c.execute(text("SELECT count(*) FROM attempts WHERE leader_epoch = :e AND "
+                                  "start_s * 1e9 > :t"), {"e": old_epoch, "t": woke_ns}).scalar()
+            epochs = dict(c.execute(text(
+                "SELECT job_id, leader_epoch FROM attempts WHERE job_id = ANY(:ids)"),
+                {"ids": ids[2:] + more}).all())
+        assert late == 0
+        assert set(epochs.values()) == {new_epoch}, epochs  # all the waiting work: b's
+        print(f"lease: SIGSTOP of the leader to the standby holding it: {took_s:.2f} s")
+    finally:
+        ha.stop()
+
+
+N_JOBS, CLIENTS, KILLS = 1500, 16, 3
+
+
+def job_body(i: int) -> dict:
+    gpus = 8 if i % 10 == 0 else 1 + i % 4  # every tenth a gang of two nodes
+    return {"name": f"h{i}", "gpus": gpus,
+            "command": ["bash", "-c", MARK.format(sleep=f"0.{i % 3}")]}
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("n", [2, 3])
+def test_instances_share_the_load_and_the_leader_is_killed_three_times(db_url, tmp_path, n):
+    """N_JOBS submissions spread over n instances (a client whose instance is down sends
+    its retry, same Idempotency-Key, to the next one), while the leader is SIGKILLed three
+    times mid-run and started again: every job runs exactly once, every rank once, no GPU
+    is used by two jobs at any moment, and each failover (SIGKILL to the first start under
+    the new lease) is under 10 s."""
+    ha = Instances(tmp_path, db_url, nodes=4, gpus=4)
+    names = [f"i{k}" for k in range(n)]
+    answers: dict[int, int] = {}
+    failovers: list[float] = []
+    try:
+        for name in names:
+            ha.start(name)
+        ha.leader()
+        done = threading.Event()
+
+        def submit(worker: int) -> None:
+            clients = [ha.client(name) for name in names]
+            for i in range(worker, N_JOBS, CLIENTS):
+                k = i
+                while i not in answers:
+                    try:
+                        r = clients[k % n].post("/v1/jobs", json=job_body(i),
+                                                headers={"Idempotency-Key": f"h{i}"})
+                        if r.status_code in (200, 201):
+                            answers[i] = r.json()["id"]
+                            continue
+                    except httpx.TransportError:
+                        pass
+                    k += 1  # that one is down (or busy): the next instance
+                    time.sleep(0.05)
+            for c in clients:
+                c.close()
+
+        def killer() -> None:
+            for _ in range(KILLS):
+                until(lambda: done.is_set() or len(ha.marks()) >= len(failovers) * 300 + 150,
+                      300, "the jobs did not progress")
+                name, epoch = ha.leader()
+                ha.procs[name].send_signal(signal.SIGKILL)
+                ha.procs[name].wait(timeout=30)
+                t0 = time.time()
+                _, new_epoch = ha.leader(timeout=20, not_epoch=epoch)
+                first = until(lambda e=new_epoch: ha.first_start(e), 20,
+                              "the new leader started nothing")
+                failovers.append(first - t0)
+                ha.start(name)  # the host is back: it stands by
+
+        workers = [threading.Thread(target=submit, args=(w,)) for w in range(CLIENTS)]
+        kills = threading.Thread(target=killer)
+        t0 = time.time()
+        for t in (*workers, kills):
+            t.start()
+        for t in workers:
+            t.join(timeout=600)
+        submitted_s = time.time() - t0
+        def finished():
+            jobs = ha.jobs()
+            return jobs if all(j["state"] in ("succeeded", "failed") for j in jobs) else None
+        jobs = until(finished, 600, "the jobs did not all end")
+        done.set()
+        kills.join(timeout=120)
+        assert len(answers) == N_JOBS and len(failovers) == KILLS
+        by_id = {j["id"]: j for j in jobs}
+        assert len(jobs) == N_JOBS and set(by_id) == set(answers.values())  # none lost/doubled
+        assert all(j["state"] == "succeeded" for j in jobs), \
+            [j for j in jobs if j["state"] != "succeeded"][:3]
+        ranks = [(j["id"], r) for j in jobs for r in range(len(j["placement"]))]
+        check_marks(ha.marks(), ranks, fleet_gpus=16)
+        print(f"{n} instances: {N_JOBS} jobs ({len(ranks)} ranks) submitted in "
+              f"{submitted_s:.0f} s, all done in {time.time() - t0:.0f} s; SIGKILL of the "
+              f"leader to its successor's first start: "
+              f"{', '.join(f'{f:.1f}' for f in failovers)} s")
+        assert max(failovers) < 10
+    finally:
+        ha.stop()

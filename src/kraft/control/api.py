@@ -111,13 +111,15 @@ def _out(row: JobRow) -> JobOut:
 
 
 def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
-               fleet: FleetSpec | None = None, garbage=None) -> FastAPI:
+               fleet: FleetSpec | None = None, garbage=None,
+               runs_dir: Path | None = None) -> FastAPI:
     """`plane`: the ControlPlane whose loop runs in a background thread while serving (None:
     the loop runs elsewhere, e.g. in its own process; see `kraft.control.service`). `fleet`
     (default: the plane's) lets the inference gateway map replicas to sites. `garbage`: the
     loop's garbage collection (kraft.control.service `Garbage`), for the service's own
-    process, not a test's."""
+    process, not a test's. `runs_dir`: where jobs' logs are (default DATA_DIR/runs)."""
     Session = sessions(engine)
+    runs_dir = runs_dir or data_dir / "runs"
     intake = Intake(engine)  # submissions, by group commit
     stop = threading.Event()
     fleet = fleet or (plane.cluster.fleet if plane is not None else None)
@@ -316,7 +318,7 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
             row = own(s, job_id, who)
             audit(s, who, "job.logs", str(job_id), request)
             s.commit()
-        data = (read_log(data_dir / "runs", job_id, row.attempt, offset, LOG_CHUNK)
+        data = (read_log(runs_dir, job_id, row.attempt, offset, LOG_CHUNK)
                 if row.attempt else b"")
         return Response(data, media_type="text/plain; charset=utf-8",
                         headers={"X-Next-Offset": str(offset + len(data))})

@@ -107,6 +107,10 @@ def serve(
     port: int = 8080,
     work_dir: Annotated[Optional[Path], typer.Option(
         help="tenants' work directories (default: DATA_DIR/homes)")] = None,
+    runs_dir: Annotated[Optional[Path], typer.Option(
+        help="the local engine's folder of job logs and exit statuses (default: "
+             "DATA_DIR/runs); instances of one database on one host give the same one, so "
+             "that a standby re-adopts the leader's running jobs")] = None,
     grace_s: Annotated[float, typer.Option(
         min=0, max=3600, help="cancel, time limit, preemption: SIGTERM, then this long "
                               "(a checkpoint's time), then SIGKILL")] = 30.0,
@@ -151,6 +155,7 @@ def serve(
                   highlight=False)
     console.print(f"isolation: {escape(isolation.describe())}", highlight=False, soft_wrap=True)
     options = dict(isolation=isolation, grace_s=grace_s, single_user=single_user)
+    runs_dir = (runs_dir or data_dir / "runs").absolute()
 
     from kraft.control.api import create_app
     from kraft.control.auth import ensure_operator_token
@@ -169,43 +174,54 @@ def serve(
         console.print(f"operator token (shown once, stored hashed): [bold]{token}[/]",
                       soft_wrap=True)
     try:
-        plane = ControlPlane(fleet_spec, engine, data_dir / "runs", scheduling, **options)
+        plane = ControlPlane(fleet_spec, engine, runs_dir, scheduling, **options)
     except ValueError as e:
         _fail(str(e))
     if engine.dialect.name == "sqlite":  # one writer per file: the loop is a thread here
-        _serve_http(create_app(engine, data_dir, plane, garbage=Garbage), host, port)
+        _serve_http(create_app(engine, data_dir, plane, garbage=Garbage, runs_dir=runs_dir),
+                    host, port)
         return
     # PostgreSQL: the loop in its own process, the API in this one (each with its own GIL)
     import multiprocessing
     import signal
     import threading
 
+    from kraft.control.leader import LOST_EXIT
     from kraft.control.service import loop_process
 
     del plane  # built above only to check the fleet's executors before serving
-    child = multiprocessing.get_context("spawn").Process(
-        target=loop_process, name="kraft-loop", daemon=True,
-        args=(fleet_spec.model_dump(mode="json", by_alias=True), engine.url.render_as_string(
-            hide_password=False), str(data_dir / "runs"), scheduling.as_dict(), os.getpid(),
-            {**options, "isolation": {**vars(isolation),
-                                      "work_root": str(isolation.work_root)}}))
-    child.start()
+    args = (fleet_spec.model_dump(mode="json", by_alias=True), engine.url.render_as_string(
+        hide_password=False), str(runs_dir), scheduling.as_dict(), os.getpid(),
+        {**options, "isolation": {**vars(isolation), "work_root": str(isolation.work_root)}})
+    spawn = multiprocessing.get_context("spawn")
+    loop = [spawn.Process(target=loop_process, name="kraft-loop", daemon=True, args=args)]
+    loop[0].start()
     stopping = threading.Event()
 
     def watch():  # a service whose loop died must not go on accepting work: stop serving
-        child.join()
-        if not stopping.is_set():
-            err.print(f"[bold red]error:[/] the scheduling loop exited ({child.exitcode}); "
-                      "stopping")
-            os.kill(os.getpid(), signal.SIGTERM)
+        while True:
+            loop[0].join()
+            if stopping.is_set():
+                return
+            if loop[0].exitcode != LOST_EXIT:
+                err.print(f"[bold red]error:[/] the scheduling loop exited "
+                          f"({loop[0].exitcode}); stopping")
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            # it lost its lease (paused, or cut off from the database): a fresh loop process
+            # stands by, with nothing of the old one's memory
+            loop[0] = spawn.Process(target=loop_process, name="kraft-loop", daemon=True,
+                                    args=args)
+            loop[0].start()
 
     threading.Thread(target=watch, daemon=True).start()
     try:
-        _serve_http(create_app(engine, data_dir, fleet=fleet_spec), host, port)
+        _serve_http(create_app(engine, data_dir, fleet=fleet_spec, runs_dir=runs_dir), host,
+                    port)
     finally:
         stopping.set()
-        child.terminate()
-        child.join(timeout=10)
+        loop[0].terminate()
+        loop[0].join(timeout=10)
 
 
 def _serve_http(app, host: str, port: int) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import bindparam, delete, func, insert, select, true, update
+from sqlalchemy import bindparam, delete, event, func, insert, select, true, update
 from sqlalchemy.engine import Engine
 
 from kraft.cluster.state import ClusterState, Placement
@@ -65,14 +65,16 @@ class ControlPlane:
     def __init__(self, fleet: FleetSpec, engine: Engine, executor: Executor | Path,
                  options: SchedulingOptions | str = "backfill",
                  isolation: Isolation | None = None, grace_s: float = 10.0,
-                 single_user: bool = False, energy=None, clock=time.time):
+                 single_user: bool = False, energy=None, clock=time.time, lease=None):
         """`executor`: an executor, or a work folder to run each site on the engine its spec
         names (kraft.exec.router). `options`: the scheduler's (kraft.sched.build), or a policy
         name. `isolation`: what jobs get (kraft.exec.identity); a service that cannot give
         each tenant its own account runs one tenant's jobs only, unless `single_user`.
         `grace_s`: SIGTERM to SIGKILL, on cancel, time limit and preemption. `energy`: the
         sites' signals (default: the fleet's series) for shifting and weighing. `clock`: epoch
-        seconds now (tests and replays inject one)."""
+        seconds now (tests and replays inject one). `lease`: on a shared database, the
+        loop's right to act (kraft.control.leader.Lease): each commit and engine action
+        checks it first."""
         if isinstance(options, str):
             options = SchedulingOptions(policy=options)
         self.engine = engine
@@ -82,6 +84,13 @@ class ControlPlane:
         self.cluster = ClusterState(fleet)
         self.executor = (make_executor(self.cluster, executor, isolation)
                          if isinstance(executor, Path) else executor)
+        self.epoch = None  # the lease's, written on each attempt
+        self.lease = lease
+        if lease is not None:
+            from kraft.control.leader import Fenced
+
+            self.executor, self.epoch = Fenced(self.executor, lease), lease.epoch
+            event.listen(self.Session, "before_commit", lease.fence)
         self.grace_s = grace_s
         # Without accounts per tenant, one tenant's jobs could touch another's: refuse all but
         # the first tenant's, unless the operator said this host has a single user.
@@ -126,6 +135,8 @@ class ControlPlane:
 
     @staticmethod
     def _close_attempts(session, closes: list[dict]) -> None:
+        if not closes:
+            return
         attempts = AttemptRow.__table__
         session.execute(update(attempts).where(attempts.c.job_id == bindparam("j"),
                                                attempts.c.attempt == bindparam("a"))
@@ -366,6 +377,8 @@ class ControlPlane:
             self._move(s, row, "admitted", job.reason)
 
     def step(self, now: float | None = None) -> None:
+        if self.lease is not None:  # first of all: a loop that woke from a pause stops here
+            self.lease.check()
         now = self.clock() if now is None else now
         self.now = now
         with write_lock(self.engine), self.Session() as s:
@@ -714,7 +727,8 @@ class ControlPlane:
         row.started_at = self._at()
         s.add(AttemptRow(job_id=row.id, attempt=row.attempt, tenant=row.tenant,
                          site=job.pool.site.name, pool=job.pool.label,
-                         nodes=[r.node for r in ranks], gpus=job.gpus, start_s=self.now))
+                         nodes=[r.node for r in ranks], gpus=job.gpus, start_s=self.now,
+                         leader_epoch=self.epoch))
         self._move(s, row, "running", why)
         return True
 
@@ -816,14 +830,12 @@ class Garbage:
 
 
 def run_loop(plane: ControlPlane, stop: threading.Event, tick_s: float,
-             garbage: Callable[[], Garbage] | None = None, leader=None) -> None:
-    """The scheduling loop: one step every `tick_s` until `stop` is set, or until `leader`
-    (kraft.control.leader.Leadership) says the right to act is lost. `garbage`: made when
-    the loop starts (after recovery), in the service's own process only."""
+             garbage: Callable[[], Garbage] | None = None) -> None:
+    """The scheduling loop: one step every `tick_s` until `stop` is set (or its lease is
+    lost: kraft.control.leader.LeaseLost). `garbage`: made when the loop starts (after
+    recovery), in the service's own process only."""
     garbage = garbage() if garbage is not None else None
     while not stop.is_set():
-        if leader is not None and not leader.held():
-            return
         t0 = time.perf_counter()
         try:
             plane.step()
@@ -855,13 +867,19 @@ def loop_process(fleet: dict, db_url: str, runs_dir: str, scheduling: dict, pare
     iso = options.get("isolation")
     options = {**options, "isolation": Isolation(**{**iso, "work_root": Path(iso["work_root"])})
                if iso else None}
-    from kraft.control.leader import Leadership
+    from kraft.control.leader import LOST_EXIT, Lease, LeaseLost, fence_connections
 
     engine = make_engine(db_url)
-    leader = Leadership(engine)  # one loop per database: the others stand by
-    if not leader.wait(stop):
+    fence_connections(engine)
+    lease = Lease(engine)  # one loop per database: the others stand by
+    if not lease.wait(stop):
         return
-    plane = ControlPlane(FleetSpec.model_validate(fleet), engine, Path(runs_dir),
-                         SchedulingOptions.from_dict(scheduling), **options)
-    plane.recover(time.time())
-    run_loop(plane, stop, tick_s, garbage=Garbage, leader=leader)
+    try:
+        plane = ControlPlane(FleetSpec.model_validate(fleet), engine, Path(runs_dir),
+                             SchedulingOptions.from_dict(scheduling), lease=lease, **options)
+        plane.recover(time.time())
+        run_loop(plane, stop, tick_s, garbage=Garbage)
+    except LeaseLost as e:
+        log.error("leader: %s: this loop applies nothing more; standing by again", e)
+        os._exit(LOST_EXIT)  # at once: no cleanup of this process may act either
+    lease.release()  # a clean stop (SIGTERM): a standby takes over without waiting

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -138,6 +139,19 @@ class AttemptRow(Base):
     start_s: Mapped[float] = mapped_column(Float, index=True)
     end_s: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
     ended: Mapped[str | None] = mapped_column(String(20), nullable=True)  # record.ENDINGS
+    # the loop's lease epoch (kraft.control.leader) it started under; null on SQLite
+    leader_epoch: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class LeaseRow(Base):
+    """Which `kraft serve` runs the scheduling loop on a shared database, and until when
+    (the database's clock) unless it renews; `epoch` counts the leaders (kraft.control.leader)."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    holder: Mapped[str] = mapped_column(String(200))  # host:pid
+    until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class ServiceRow(Base):
@@ -273,6 +287,9 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
+MIGRATE_LOCK = 0x6B72616674  # "kraft": the advisory lock migrations take on PostgreSQL
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest Alembic revision."""
     from alembic import command
@@ -281,6 +298,8 @@ def migrate(engine: Engine) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":  # instances starting together: one at a time
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATE_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 
