@@ -16,6 +16,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from test_recovery import KRAFT, free_port, kraft, start_server
 
+from kraft.control.leader import LEASE_S
+
 
 def serve(home: Path, port: int, db: str | None = None) -> subprocess.Popen:
     return start_server(home, port, db, log=home.parent / f"{home.name}.log")
@@ -379,5 +381,72 @@ def test_instances_share_the_load_and_the_leader_is_killed_three_times(db_url, t
               f"leader to its successor's first start: "
               f"{', '.join(f'{f:.1f}' for f in failovers)} s")
         assert max(failovers) < 10
+    finally:
+        ha.stop()
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_sigterm_of_the_leader_hands_over_without_dropping_a_request(db_url, tmp_path):
+    """A rolling restart's step: SIGTERM to the leader while clients submit to both
+    instances. The leader answers the requests it has (none is cut off mid-answer), hands
+    the lease on at once (no wait for it to expire), and the other instance, which kept
+    answering, takes over its running jobs. A client of the stopped instance sends its next
+    request, same Idempotency-Key, to the other, as a load balancer would."""
+    ha = Instances(tmp_path, db_url, nodes=1, gpus=4)
+    try:
+        ha.start("a")
+        assert ha.leader()[0] == "a"
+        ha.start("b")
+        until(lambda: "standby:" in ha.log("b"), 30, "b did not stand by")
+        answers: list[tuple] = []  # (instance, HTTP status or the transport error, job id)
+        stop = threading.Event()
+
+        def submit(worker: int, first: str) -> None:
+            clients = {n: ha.client(n) for n in "ab"}
+            at, k = first, 0
+            while not stop.is_set():
+                body = {"gpus": 1, "command": ["bash", "-c", MARK.format(sleep=0.2)]}
+                try:
+                    r = clients[at].post("/v1/jobs", json=body,
+                                         headers={"Idempotency-Key": f"t{worker}-{k}"})
+                    answers.append((at, r.status_code, r.json().get("id")))
+                    k += 1
+                except httpx.TransportError as e:
+                    answers.append((at, type(e).__name__, None))
+                    at = "b"  # that instance is going: the same request to the other
+                time.sleep(0.1)
+            for c in clients.values():
+                c.close()
+
+        threads = [threading.Thread(target=submit, args=(w, "ab"[w % 2])) for w in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        _, epoch = ha.leader()
+        ha.procs["a"].send_signal(signal.SIGTERM)
+        t0 = time.time()
+        new, _ = ha.leader(timeout=10, not_epoch=epoch)
+        took_s = time.time() - t0
+        assert new == "b" and took_s < LEASE_S - 1  # handed on, not left to expire
+        # uvicorn's graceful stop, then the signal re-raised, as a supervisor expects
+        assert ha.procs["a"].wait(timeout=30) == -signal.SIGTERM
+        assert "Traceback" not in ha.log("a") and "error" not in ha.log("a"), ha.log("a")
+        time.sleep(1.5)  # b goes on answering, now as the leader
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        kinds = Counter((at, status) for at, status, _ in answers)
+        # b answered every request; a answered or refused the connection, never cut one off
+        assert {s for (at, s) in kinds if at == "b"} == {201}, kinds
+        assert {s for (at, s) in kinds if at == "a"} <= {201, "ConnectError"}, kinds
+        ids = [i for _, status, i in answers if status == 201]
+        assert kinds[("b", 201)] > 10 and len(set(ids)) == len(ids)
+        jobs = until(lambda: (js := ha.jobs()) and all(j["state"] == "succeeded"
+                                                       for j in js) and js, 120,
+                     "the jobs did not all succeed")
+        assert sorted(j["id"] for j in jobs) == sorted(ids)
+        check_marks(ha.marks(), ids, fleet_gpus=4)
+        print(f"hand-over: SIGTERM of the leader to the standby holding the lease: "
+              f"{took_s:.2f} s; {len(ids)} submissions, every one answered ({dict(kinds)})")
     finally:
         ha.stop()

@@ -214,17 +214,20 @@ def serve(
                                     args=args)
             loop[0].start()
 
+    def hand_over():  # SIGTERM: the loop stops and hands its lease on while the API drains
+        stopping.set()
+        loop[0].terminate()
+
     threading.Thread(target=watch, daemon=True).start()
     try:
         _serve_http(create_app(engine, data_dir, fleet=fleet_spec, runs_dir=runs_dir), host,
-                    port)
+                    port, on_exit=hand_over)
     finally:
-        stopping.set()
-        loop[0].terminate()
+        hand_over()
         loop[0].join(timeout=10)
 
 
-def _serve_http(app, host: str, port: int) -> None:
+def _serve_http(app, host: str, port: int, on_exit=None) -> None:
     """uvicorn, once every object made so far (modules, the app, the fleet) is moved out of
     the garbage collector's reach: they live as long as the process, and under load a full
     collection that scanned them (~170,000 objects, 80-100 ms) ran about once a second and
@@ -233,13 +236,23 @@ def _serve_http(app, host: str, port: int) -> None:
     An idle connection is kept 75 s, longer than clients keep theirs (httpx 5 s, requests and
     browsers more): the client closes first. At uvicorn's own 5 s the server closed a
     connection just as a busy client sent its next request on it, which reset it (seen as
-    httpx.ReadError under load)."""
+    httpx.ReadError under load).
+
+    `on_exit`: called at once on SIGTERM or SIGINT, before uvicorn's graceful stop (which
+    answers the requests in flight first)."""
     import gc
 
     import uvicorn
 
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            if on_exit is not None:
+                on_exit()
+            super().handle_exit(sig, frame)
+
     gc.freeze()
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_keep_alive=75)
+    Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                          timeout_keep_alive=75)).run()
 
 
 @tenant_app.command("create")

@@ -185,6 +185,7 @@ class Lease:
         try:
             self._run("UPDATE leases SET until = clock_timestamp() WHERE name = :name AND "
                       "epoch = :epoch", epoch=self.epoch)
+            log.warning("leader: stopped; lease (epoch %s) handed on", self.epoch)
         except Exception as e:
             log.warning("leader: could not hand the lease on (%s); it expires by itself", e)
 
