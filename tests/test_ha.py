@@ -296,7 +296,7 @@ def test_a_leader_paused_past_its_lease_applies_nothing_when_it_wakes(db_url, tm
         ha.stop()
 
 
-N_JOBS, CLIENTS, KILLS = 1500, 16, 3
+N_JOBS, CLIENTS, KILLS = 2000, 16, 3
 
 
 def job_body(i: int) -> dict:
@@ -450,3 +450,57 @@ def test_sigterm_of_the_leader_hands_over_without_dropping_a_request(db_url, tmp
               f"{took_s:.2f} s; {len(ids)} submissions, every one answered ({dict(kinds)})")
     finally:
         ha.stop()
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_two_api_processes_route_and_scale_one_service_on_their_summed_load(db_url, tmp_path):
+    """One inference service called through two instances (two API processes, two
+    gateways). Six streams through each: the loop's autoscaler sees twelve in flight and
+    scales to 4 replicas (each gateway alone holds six: 2); requests spread over the new
+    replicas from both gateways. Then one stream through each: it drains back to 1 replica,
+    and no request through either gateway fails on a replica stopped under it."""
+    from test_infer_live import SERVICE, load, stop_leftovers
+
+    ha = Instances(tmp_path, db_url, nodes=1, gpus=4)
+    clients = {}
+    try:
+        for name in "ab":
+            ha.start(name)
+            clients[name] = ha.client(name)
+        until(lambda: "standby:" in ha.log("b"), 30, "b did not stand by")
+        spec = {**SERVICE, "replicas": {"min": 1, "max": 4},
+                "autoscale": {**SERVICE["autoscale"], "cooldown_s": 1}}
+        assert clients["a"].post("/v1/services", json=spec).status_code == 201
+
+        def service(name):
+            return clients[name].get("/v1/services/chat").json()
+        until(lambda: all(sum(r["ready"] for r in service(n)["replicas"]) == 1 for n in "ab"),
+              60, "the first replica was not ready through both gateways")
+        results = {"a": [], "b": []}
+        pools = [t for n in "ab" for t in load(clients[n], 6, 10, results[n])]
+        until(lambda: service("b")["desired_replicas"] == 4, 30,
+              "the autoscaler did not see both gateways' load")
+        until(lambda: all(sum(r["ready"] for r in service(n)["replicas"]) >= 3 for n in "ab"),
+              30, "new replicas did not become ready")
+        for t in pools:
+            t.join()
+        for name, got in results.items():
+            assert len(got) > 20 and all(ok for ok, _, _ in got), (name, got[:3])
+            used = Counter(rep for _, rep, _ in got)
+            assert len(used) >= 3, (name, used)  # each gateway used the new replicas
+
+        results = {"a": [], "b": []}
+        pools = [t for n in "ab" for t in load(clients[n], 1, 14, results[n])]
+        until(lambda: service("a")["desired_replicas"] == 1 and
+              len(service("a")["replicas"]) == 1, 40, "did not drain back to 1 replica")
+        for t in pools:
+            t.join()
+        for name, got in results.items():
+            assert got and all(ok for ok, _, _ in got), (name, [r for r in got if not r[0]])
+        drained = [j for j in clients["a"].get("/v1/jobs").json() if j["state"] == "cancelled"]
+        assert len(drained) == 3
+    finally:
+        for c in clients.values():
+            c.close()
+        ha.stop()
+        stop_leftovers(tmp_path)

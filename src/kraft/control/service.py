@@ -48,7 +48,7 @@ from kraft.control.store import (
 from kraft.exec.base import Executor, Rank, RunRequest, statuses
 from kraft.exec.identity import Identity, Isolation
 from kraft.exec.router import make_executor
-from kraft.infer.live import reconcile_services
+from kraft.infer.live import Scaling, autoscale_services, reconcile_services
 from kraft.record import year_origin_s
 from kraft.sched.build import SchedulingOptions, make_scheduler
 from kraft.sched.job import Job, JobState, TenantState
@@ -124,6 +124,7 @@ class ControlPlane:
         self.spec_seen: dict[str, dict] = {}  # each tenant's spec as last read
         self.reasons_at = 0.0
         self.services_at = 0.0
+        self.scaling: dict[int, Scaling] = {}  # the autoscaler's memory, per service
         self.health_at = -math.inf
         self.windows_seen: list[tuple[int, float, float]] = []
         self.queues_seen: dict[str, dict] = {}
@@ -384,7 +385,7 @@ class ControlPlane:
         with write_lock(self.engine), self.Session() as s:
             if now - self.services_at >= 0.25:  # replica counts: a quarter second is fresh
                 self.services_at = now
-                if reconcile_services(s, now):
+                if autoscale_services(s, now, self.scaling) | reconcile_services(s, now):
                     s.commit()
             if now - self.health_at >= HEALTH_EVERY_S:  # lost nodes first: their jobs
                 self.health_at = now  # requeue as failures, not end as vanished

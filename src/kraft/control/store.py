@@ -154,9 +154,27 @@ class LeaseRow(Base):
     until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class GatewayLoadRow(Base):
+    """What one API process's inference gateway holds of one service, published every
+    refresh (kraft.infer.live): requests in flight per replica, requests queued for a ready
+    replica, SLO outcomes over the autoscaler's window, and the draining replicas it has seen
+    (so it routes to them no more). Other gateways add the in-flight counts to their own when
+    they route; the scheduling loop's autoscaler sums them all."""
+
+    __tablename__ = "gateway_load"
+    gateway: Mapped[str] = mapped_column(String(200), primary_key=True)  # host:pid
+    service_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    in_flight: Mapped[dict] = mapped_column(JSON)  # replica job id (as text) -> requests
+    draining_seen: Mapped[list] = mapped_column(JSON)  # replica job ids
+    queued: Mapped[int] = mapped_column(Integer)
+    met: Mapped[int] = mapped_column(Integer)  # finished requests that met the SLO, in window
+    finished: Mapped[int] = mapped_column(Integer)
+    at_s: Mapped[float] = mapped_column(Float)  # epoch s of the publishing host's clock
+
+
 class ServiceRow(Base):
-    """An InferenceService. The gateway sets `desired_replicas` (autoscaler); the scheduling
-    loop keeps that many replica jobs alive (kraft.infer.live)."""
+    """An InferenceService. The scheduling loop's autoscaler sets `desired_replicas` from
+    what the gateways publish, and keeps that many replica jobs alive (kraft.infer.live)."""
 
     __tablename__ = "services"
     __table_args__ = (UniqueConstraint("tenant", "name"),)

@@ -122,13 +122,13 @@ def add_inference_routes(app: FastAPI, engine, Tenant, audit, gateway: Gateway |
             rep = await gateway.pick(svc, who, max(1, len(text) // CHARS_PER_TOKEN))
         except RoutingError as e:
             raise HTTPException(e.status, e.reason) from None
-        rep.outstanding += 1
+        rep.mine += 1
         t0 = time.perf_counter()
         try:
             resp = await gateway.client.send(gateway.client.build_request(
                 "POST", rep.url + path, json=body.model_dump(exclude_none=True)), stream=True)
         except httpx.HTTPError as e:
-            rep.outstanding -= 1
+            rep.mine -= 1
             raise HTTPException(502, f"replica {rep.job_id} did not answer: {e}") from None
         headers = {"x-kraft-replica": str(rep.job_id), "x-kraft-site": rep.site}
         if not body.stream:
@@ -136,7 +136,7 @@ def add_inference_routes(app: FastAPI, engine, Tenant, audit, gateway: Gateway |
                 data = await resp.aread()
             finally:
                 await resp.aclose()
-                rep.outstanding -= 1
+                rep.mine -= 1
             gateway.record(svc, (time.perf_counter() - t0) * 1e3, None)
             return Response(data, resp.status_code, headers,
                             resp.headers.get("content-type", "application/json"))
@@ -150,7 +150,7 @@ def add_inference_routes(app: FastAPI, engine, Tenant, audit, gateway: Gateway |
                     yield chunk
             finally:
                 await resp.aclose()
-                rep.outstanding -= 1
+                rep.mine -= 1
                 if first is not None:
                     end = time.perf_counter()
                     tpot = (end - first) * 1e3 / (chunks - 2) if chunks > 2 else None

@@ -1,33 +1,49 @@
-"""Live inference services: replicas are jobs; the gateway routes, scales and drains.
+"""Live inference services: replicas are jobs; gateways route; the loop scales and drains.
 
-Two halves, talking only through the database, so each may live in its own process:
+Two halves, talking only through the database, so each may live in its own process and there
+may be any number of API processes (several `kraft serve` on one PostgreSQL):
 
-- `reconcile_services` runs in the scheduling loop (the one writer of job states): it keeps
-  `desired_replicas` replica jobs of every service alive by submitting new ones. A replica job
-  is a plain gang of `tp` GPUs running the service's command with `PORT` set, scheduled by the
+- `Gateway` runs in each API process: it finds the running replicas, probes `/health` until
+  each answers (readiness: every gateway probes for itself), and forwards OpenAI-style
+  requests to one chosen by the shared router (kraft.infer.routing) among those on sites the
+  caller's residency allows. It counts its own requests in flight per replica, the requests
+  it holds waiting for a ready replica, and their SLO outcomes, and publishes them every
+  refresh (a quarter second) to `gateway_load`; when it routes, a replica's load is its own
+  count plus the other gateways' published ones.
+- The scheduling loop (one per database) runs `autoscale_services` and `reconcile_services`:
+  the shared autoscaler (kraft.infer.autoscale) on the sums of every fresh gateway's figures
+  sets `desired_replicas`; scale-down marks a replica draining; once every gateway has seen
+  it draining (so routes there no more) and has nothing in flight on it, the loop stops it,
+  so no request fails. Replica jobs are kept at `desired_replicas` by submitting new ones: a
+  plain gang of `tp` GPUs running the service's command with `PORT` set, scheduled by the
   same scheduler as training (not preemptible; within a reserved tenant's reservation it may
   preempt spot training, as any reserved job does).
-- `Gateway` runs in the API process: it finds the running replicas, probes `/health` until
-  each answers, forwards OpenAI-style requests to one chosen by the shared router
-  (kraft.infer.routing) among those on sites the caller's residency allows, counts requests in
-  flight, and runs the shared autoscaler (kraft.infer.autoscale). Scale-down marks a replica
-  draining (no new requests), waits until nothing is in flight, then asks the loop to stop
-  it, so no request fails.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from kraft.cluster.state import ClusterState
-from kraft.control.store import FINAL, JobRow, ServiceRow, TenantRow, sessions, utcnow, write_lock
+from kraft.control.store import (
+    FINAL,
+    GatewayLoadRow,
+    JobRow,
+    ServiceRow,
+    TenantRow,
+    sessions,
+    utcnow,
+    write_lock,
+)
 from kraft.exec.local import owns_port
 from kraft.infer.autoscale import ScaleInput, desired_replicas
 from kraft.infer.latency import ReplicaTiming, llm_model
@@ -36,6 +52,7 @@ from kraft.spec.inference import InferenceServiceSpec
 from kraft.spec.models import FleetSpec, JobSpec, ResidencySpec, TenantSpec
 
 log = logging.getLogger("kraft.gateway")
+GATEWAY_STALE_S = 5.0  # a gateway silent this long is gone (killed): its figures are dropped
 
 def reconcile_services(s, now_s: float) -> int:
     """Submit replica jobs until every live service has `desired_replicas` that are not
@@ -64,11 +81,74 @@ def reconcile_services(s, now_s: float) -> int:
 
 
 @dataclass
+class Scaling:
+    """The loop's memory of one service's autoscaling (lost with the leader: a new one
+    starts the cooldown afresh, which only delays a scale-down)."""
+
+    last_change_s: float
+    next_scale_s: float = 0.0
+
+
+def autoscale_services(s, now_s: float, scaling: dict[int, Scaling]) -> bool:
+    """The autoscaler, on the sum of every fresh gateway's figures; then drained replicas
+    stopped. With no gateway reporting on a service, its size holds (no figures is not no
+    load), but a deleted one's replicas stop. True when it changed something; the caller
+    commits."""
+    s.execute(delete(GatewayLoadRow).where(GatewayLoadRow.at_s < now_s - 12 * GATEWAY_STALE_S))
+    rows = s.scalars(select(GatewayLoadRow).where(
+        GatewayLoadRow.at_s >= now_s - GATEWAY_STALE_S)).all()
+    seen: dict[int, list[GatewayLoadRow]] = {}
+    for row in rows:
+        seen.setdefault(row.service_id, []).append(row)
+    jobs = s.scalars(select(JobRow).where(JobRow.service_id.is_not(None),
+                                          JobRow.state.not_in(FINAL))).all()
+    changed = False
+    for svc in s.scalars(select(ServiceRow).where(ServiceRow.id.in_(seen) | (
+            ServiceRow.deleted.is_(True) & ServiceRow.id.in_({j.service_id for j in jobs})))):
+        reports = seen.get(svc.id, [])  # none: a deleted service no gateway knows
+        spec = InferenceServiceSpec.model_validate(svc.spec)
+        mine = [j for j in jobs if j.service_id == svc.id]
+        active = [j for j in mine if not j.draining and not j.cancel_requested]
+        in_flight = {j.id: sum(r.in_flight.get(str(j.id), 0) for r in reports) for j in mine}
+        memory = scaling.setdefault(svc.id, Scaling(last_change_s=now_s))
+        want = svc.desired_replicas
+        if svc.deleted:
+            want = 0
+        elif spec.autoscale.enabled and now_s >= memory.next_scale_s:
+            memory.next_scale_s = now_s + spec.autoscale.interval_s
+            finished = sum(r.finished for r in reports)
+            x = ScaleInput(now_s, len(active),
+                           sum(in_flight[j.id] for j in active) + sum(r.queued for r in reports),
+                           sum(r.met for r in reports) / finished if finished else None,
+                           spec.slo.percentile / 100, memory.last_change_s)
+            want = desired_replicas(spec.autoscale, spec.replicas, x)
+        if want != svc.desired_replicas or want < len(active):
+            if want != svc.desired_replicas:
+                memory.last_change_s = now_s
+            svc.desired_replicas = want
+            # drain the least busy replicas, those still starting first, then idle ones
+            for job in sorted(active, key=lambda j: (j.state == "running", in_flight[j.id],
+                                                     -j.id))[:max(0, len(active) - want)]:
+                job.draining = True
+            changed = True
+        for job in mine:  # drained: every gateway saw it draining and has nothing on it
+            if not job.draining or job.cancel_requested:
+                continue
+            if job.state != "running" or all(
+                    job.id in r.draining_seen and not r.in_flight.get(str(job.id))
+                    for r in reports):
+                job.cancel_requested = True
+                changed = True
+    return changed
+
+
+@dataclass
 class LiveReplica:
     job_id: int
     site: str
     url: str
-    outstanding: int = 0
+    mine: int = 0  # requests in flight through this gateway
+    elsewhere: int = 0  # through the other gateways, as they last published
     ready: bool = False
     draining: bool = False
     stop_asked: bool = False
@@ -76,6 +156,10 @@ class LiveReplica:
     port: int = 0
 
     timing: ReplicaTiming | None = None
+
+    @property
+    def outstanding(self) -> int:
+        return self.mine + self.elsewhere
 
     def predicted_ttft_ms(self, prompt_tokens: int, now_s: float) -> float:
         """The live engine's queue is not visible: each request in flight ahead is taken to
@@ -94,8 +178,6 @@ class LiveService:
     deleted: bool
     replicas: dict[int, LiveReplica] = field(default_factory=dict)
     starting: int = 0  # replica jobs not yet running
-    last_change_s: float = 0.0
-    next_scale_s: float = 0.0
     outcomes: deque = field(default_factory=deque)  # (finished at, met the SLO)
     queued: int = 0  # requests waiting in the gateway for a ready replica (scale from zero)
     router: object = None
@@ -120,6 +202,7 @@ class Gateway:
         self.residencies: dict[str, ResidencySpec] = {}
         self.regions: dict[str, str | None] = {}  # where each tenant's users are
         self.refresh_s = refresh_s
+        self.name = f"{socket.gethostname()}:{os.getpid()}"  # its rows in gateway_load
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=2))
         self._task: asyncio.Task | None = None
         self.changed = asyncio.Event()
@@ -139,7 +222,7 @@ class Gateway:
             try:
                 await asyncio.to_thread(self._refresh)
                 await self._probe()
-                await asyncio.to_thread(self._scale_and_drain, time.time())
+                await asyncio.to_thread(self._publish, time.time())
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep serving; logged
@@ -167,8 +250,7 @@ class Gateway:
             if svc is None:
                 spec = InferenceServiceSpec.model_validate(row.spec)
                 svc = LiveService(row.id, row.tenant, row.name, spec, row.desired_replicas,
-                                  row.deleted, last_change_s=time.time(),
-                                  router=make_router(spec.router, spec.slo.ttft_ms),
+                                  row.deleted, router=make_router(spec.router, spec.slo.ttft_ms),
                                   timing=ReplicaTiming(llm_model(spec.model), spec.gpu, spec.tp))
                 self.services[row.id] = svc
             svc.name, svc.desired, svc.deleted = row.name, row.desired_replicas, row.deleted
@@ -222,45 +304,36 @@ class Gateway:
         await asyncio.gather(*(one(r) for svc in self.services.values()
                                for r in svc.replicas.values() if not r.ready))
 
-    def _scale_and_drain(self, now_s: float) -> None:
+    def _publish(self, now_s: float) -> None:
+        """Write this gateway's figures of each service it knows; read the others' in-flight
+        counts into `elsewhere`. After `_refresh`: a replica it lists as draining is one it
+        no longer routes to, so its in-flight count there can only fall."""
+        mine = []
         for svc in self.services.values():
-            active = [r for r in svc.replicas.values() if not r.draining]
-            if svc.deleted:
-                want = 0
-            elif svc.spec.autoscale.enabled and now_s >= svc.next_scale_s:
-                svc.next_scale_s = now_s + svc.spec.autoscale.interval_s
-                while svc.outcomes and svc.outcomes[0][0] < now_s - svc.spec.autoscale.window_s:
-                    svc.outcomes.popleft()
-                met = [m for _, m in svc.outcomes]
-                x = ScaleInput(now_s, len(active) + svc.starting,
-                               sum(r.outstanding for r in active) + svc.queued,
-                               sum(met) / len(met) if met else None,
-                               svc.spec.slo.percentile / 100, svc.last_change_s)
-                want = desired_replicas(svc.spec.autoscale, svc.spec.replicas, x)
-            else:
-                want = svc.desired
-            current = len(active) + svc.starting
-            if want != svc.desired or want < current:
-                self._apply(svc, want, current, active, now_s)
-            for rep in svc.replicas.values():
-                if rep.draining and rep.outstanding == 0 and not rep.stop_asked:
-                    self._stop(rep)
-
-    def _apply(self, svc: LiveService, want: int, current: int, active, now_s: float) -> None:
-        victims = []
-        if want < current:  # drain the least busy ready replicas, idle ones first
-            victims = sorted(active, key=lambda r: (r.outstanding, -r.job_id))[:current - want]
+            while svc.outcomes and svc.outcomes[0][0] < now_s - svc.spec.autoscale.window_s:
+                svc.outcomes.popleft()
+            mine.append(dict(
+                gateway=self.name, service_id=svc.row_id, queued=svc.queued, at_s=now_s,
+                in_flight={str(r.job_id): r.mine for r in svc.replicas.values() if r.mine},
+                draining_seen=[r.job_id for r in svc.replicas.values() if r.draining],
+                met=sum(m for _, m in svc.outcomes), finished=len(svc.outcomes)))
         with write_lock(self.engine), self.Session() as s:
-            row = s.get(ServiceRow, svc.row_id)
-            row.desired_replicas = want
-            for rep in victims:
-                s.get(JobRow, rep.job_id).draining = True
+            s.execute(delete(GatewayLoadRow).where(GatewayLoadRow.gateway == self.name))
+            if mine:
+                s.execute(GatewayLoadRow.__table__.insert(), mine)
+            others = s.scalars(select(GatewayLoadRow).where(
+                GatewayLoadRow.gateway != self.name,
+                GatewayLoadRow.at_s >= now_s - GATEWAY_STALE_S)).all()
             s.commit()
-        for rep in victims:
-            rep.draining = True
-        if want != svc.desired:
-            svc.last_change_s = now_s
-        svc.desired = want
+        elsewhere: dict[int, dict[str, int]] = {}
+        for row in others:
+            for job_id, n in row.in_flight.items():
+                by_rep = elsewhere.setdefault(row.service_id, {})
+                by_rep[job_id] = by_rep.get(job_id, 0) + n
+        for svc in self.services.values():
+            counts = elsewhere.get(svc.row_id, {})
+            for rep in svc.replicas.values():
+                rep.elsewhere = counts.get(str(rep.job_id), 0)
 
     def _stop(self, rep: LiveReplica, why: str = "") -> None:
         with write_lock(self.engine), self.Session() as s:
