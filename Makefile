@@ -26,6 +26,7 @@ bench: $(BIN)/kraft  ## speed figures into bench/results (philly needs the share
 	$(BIN)/python bench/control.py --db postgresql://postgres@127.0.0.1:5432/postgres
 	$(BIN)/python bench/fleet_scale.py --db postgresql://postgres@127.0.0.1:5432/postgres
 	$(BIN)/python bench/serve_scale.py --db postgresql://postgres@127.0.0.1:5432/postgres
+	$(BIN)/python bench/ha.py --db postgresql://postgres@127.0.0.1:5432/postgres
 	$(BIN)/python bench/engines.py local
 	if [ -d "$${KRAFT_DATA_DIR:-../shared/data}/inference" ]; then $(BIN)/python bench/infer.py --data-dir "$${KRAFT_DATA_DIR:-../shared/data}"; fi
 	if [ -n "$$SLURM_CONF" ]; then $(BIN)/python bench/engines.py slurm; fi

@@ -87,14 +87,15 @@ def empty_endpoint_rate(n: int, clients: int) -> float:
         server.wait(timeout=10)
 
 
-async def submit_all(base: str, token: str, n: int, clients: int) -> list[float]:
+async def submit_all(base: str, token: str, n: int, clients: int,
+                     body: dict | None = None) -> list[float]:
     """aiohttp on uvloop as the load generator: httpx needs ~1 ms of CPU per request and caps a
     2-core machine (server and clients together) at ~750 requests/s; aiohttp reaches ~6,500/s
     against an empty FastAPI endpoint here, so the figure measures the server."""
     import aiohttp
 
     latencies: list[float] = []
-    body = {"gpus": 8, "command": ["sleep", "3600"]}
+    body = body or {"gpus": 8, "command": ["sleep", "3600"]}
     queue = iter(range(n))
     headers = {"Authorization": f"Bearer {token}"}
     async with aiohttp.ClientSession(base, headers=headers,
