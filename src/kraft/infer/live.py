@@ -203,6 +203,7 @@ class Gateway:
         self.regions: dict[str, str | None] = {}  # where each tenant's users are
         self.refresh_s = refresh_s
         self.name = f"{socket.gethostname()}:{os.getpid()}"  # its rows in gateway_load
+        self.published = False
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=2))
         self._task: asyncio.Task | None = None
         self.changed = asyncio.Event()
@@ -317,6 +318,9 @@ class Gateway:
                 in_flight={str(r.job_id): r.mine for r in svc.replicas.values() if r.mine},
                 draining_seen=[r.job_id for r in svc.replicas.values() if r.draining],
                 met=sum(m for _, m in svc.outcomes), finished=len(svc.outcomes)))
+        if not mine and not self.published:
+            return  # no service known, none published before: no write at all
+        self.published = bool(mine)
         with write_lock(self.engine), self.Session() as s:
             s.execute(delete(GatewayLoadRow).where(GatewayLoadRow.gateway == self.name))
             if mine:
