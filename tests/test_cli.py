@@ -119,8 +119,8 @@ def test_scheduling_options_are_checked_alike_for_both_bodies(tmp_path):
     """`kraft simulate` and `kraft serve` take the same scheduling flags, refused the same way;
     the live service refuses the replay's oracle (it cannot see the future)."""
     for argv, said in (
-        (["simulate", "--param", "nonsense"], "--param 'nonsense': give KEY=VALUE"),
-        (["simulate", "--param", "depth=3"], "policy 'backfill' takes no parameters ['depth']"),
+        (["simulate", "--param", "nonsense"], "--policy-param 'nonsense': give KEY=VALUE"),
+        (["simulate", "--param", "depth=3"], "policy backfill takes fill; got depth"),
         (["simulate", "--shift", "wind"], "--shift 'wind'? Use carbon or price"),
         (["simulate", "--forecast", "crystal-ball"], "forecast 'crystal-ball'?"),
         (["serve", "--data-dir", str(tmp_path), "--forecast", "oracle"],

@@ -16,12 +16,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from kraft.cli_shared import (
     DepthOpt,
     ParamOpt,
+    PolicyOpt,
     PreferOpt,
     ShiftOpt,
     scheduling_options,
 )
 from kraft.infer.cli import infer_app
-from kraft.sched.policy import REGISTRY, make_policy
+from kraft.sched.policy import make_policy, split_policies
 from kraft.sched.scheduler import SchedulerConfig
 from kraft.sim.traces import Trace, TraceError, load_trace
 from kraft.sim.traces.canonical import write_canonical
@@ -36,6 +37,21 @@ app.add_typer(trace_app, name="trace")
 report_app = typer.Typer(help="Reports from simulation results.", no_args_is_help=True)
 app.add_typer(report_app, name="report")
 app.add_typer(infer_app, name="infer")
+
+
+def _version(show: bool) -> None:
+    if show:
+        from kraft import __version__
+
+        print(f"kraft {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="print Kraft's version and exit")]
+          = False) -> None:
+    """Kraft: control plane and digital twin for AI data centers."""
 console = Console(width=max(shutil.get_terminal_size((170, 24)).columns, 120))
 err = Console(stderr=True)
 
@@ -54,7 +70,8 @@ DataOpt = Annotated[Optional[Path], typer.Option(
 FormatOpt = Annotated[Optional[str], typer.Option(
     "--format", help="trace format of a file: canonical, philly, openb (default: detect)")]
 CkptOpt = Annotated[float, typer.Option(
-    help="checkpoint interval (s) where the trace has none; 0 = never")]
+    help="checkpoint interval (s) where the trace has none; 0 = never checkpoint: a "
+         "preempted or failed job restarts from its beginning")]
 RestartOpt = Annotated[float, typer.Option(help="restart cost (s) where the trace has none")]
 EnergyOpt = Annotated[bool, typer.Option(help="keep the energy, carbon and cost books")]
 YearOpt = Annotated[int, typer.Option(help="signal year; trace time 0 is 1 January 00:00 UTC")]
@@ -156,6 +173,11 @@ def _run(fleet_spec, tenants_spec, trace, policy, load, seed, defaults, config, 
                         progress=lambda n: bar.advance(task, n), **extra)
 
 
+def _dir_name(label: str) -> str:
+    """A folder name for a policy spec such as `las:thresholds_gpu_s=[1800,7200]`."""
+    return "".join(c if c.isalnum() or c in "-._=" else "-" for c in label)
+
+
 def _write(out: Path, run) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(run.results, indent=2, sort_keys=True) + "\n")
@@ -184,8 +206,7 @@ def simulate(
     fleet: FleetOpt = "philly-mini",
     tenants: TenantsOpt = None,
     trace: TraceOpt = "philly-sample",
-    policy: Annotated[str, typer.Option(
-        help=f"one of: {', '.join(sorted(REGISTRY))}")] = "backfill",
+    policy: PolicyOpt = "backfill",
     load: LoadOpt = None,
     seed: SeedOpt = 0,
     out: Annotated[Optional[Path], typer.Option(
@@ -284,7 +305,8 @@ def simulate(
 @_guard
 def compare(
     policies: Annotated[str, typer.Option(
-        help="comma-separated policy names")] = "fifo,backfill,fairshare,las,srtf",
+        help="comma-separated policies, each NAME or NAME:KEY=VALUE[,KEY=VALUE], e.g. "
+             "fifo,fifo:fill=greedy,sjf")] = "fifo,backfill,fairshare,las,srtf",
     fleet: FleetOpt = "philly-mini",
     tenants: TenantsOpt = None,
     trace: TraceOpt = "philly-sample",
@@ -306,7 +328,7 @@ def compare(
     """Run several policies on the same trace and fleet; print one table."""
     from kraft.report.tables import energy_table, results_table
 
-    names = [p.strip() for p in policies.split(",") if p.strip()]
+    names = split_policies(policies)
     fleet_spec, tenants_spec, loaded, books = _setup(
         names, fleet, tenants, trace, data_dir, seed, fmt, energy, signal_year, gpu_util)
     defaults = JobDefaults(checkpoint_interval or None, restart_cost)
@@ -316,7 +338,7 @@ def compare(
                    SchedulerConfig(scan_depth=scan_depth), books)
         rows.append((name, run.results, run.timing))
         if out is not None:
-            _write(out / name, run)
+            _write(out / _dir_name(name), run)
         if report is not None:
             from kraft.report.html import Scenario, job_columns
 

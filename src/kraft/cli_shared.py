@@ -3,21 +3,22 @@
 
 from __future__ import annotations
 
-import inspect
-import json
 from typing import Annotated, Optional
 
 import typer
 
 from kraft.sched.build import SchedulingOptions
-from kraft.sched.policy import REGISTRY, make_policy
+from kraft.sched.policy import make_policy, parse_value, policy_names
 from kraft.sched.scheduler import SchedulerConfig
 from kraft.signals.forecast import make_forecast
 
-PolicyOpt = Annotated[str, typer.Option(help="scheduling policy: fifo, backfill, fairshare, "
-                                             "las, srtf")]
+PolicyOpt = Annotated[str, typer.Option(
+    help=f"scheduling policy, one of {', '.join(policy_names())}; parameters inline as "
+         "NAME:KEY=VALUE[,KEY=VALUE], e.g. las:thresholds_gpu_s=[1800,7200] or fifo:fill=greedy "
+         "(docs/scheduler.md)")]
 ParamOpt = Annotated[Optional[list[str]], typer.Option(
-    "--param", help="a policy parameter, KEY=VALUE (repeat), e.g. --param half_life_h=12")]
+    "--policy-param", "--param",
+    help="a policy parameter, KEY=VALUE (repeat), e.g. --policy-param half_life_s=43200")]
 DepthOpt = Annotated[int, typer.Option(help="jobs examined past the first that does not fit")]
 ShiftOpt = Annotated[Optional[str], typer.Option(
     help="shift flexible jobs to low 'carbon' or 'price' hours of their window")]
@@ -34,18 +35,9 @@ def scheduling_options(policy: str, params: list[str] | None, scan_depth: int,
     for item in params or []:
         key, eq, value = item.partition("=")
         if not eq or not key:
-            raise ValueError(f"--param {item!r}: give KEY=VALUE")
-        try:
-            parsed[key] = json.loads(value)
-        except json.JSONDecodeError:
-            parsed[key] = value
-    make_policy(policy)  # an unknown name is a ValueError naming the known ones
-    try:
-        make_policy(policy, **parsed)
-    except TypeError:
-        known = list(inspect.signature(REGISTRY[policy]).parameters)
-        raise ValueError(f"--param: policy {policy} takes "
-                         f"{', '.join(known) or 'no parameters'}") from None
+            raise ValueError(f"--policy-param {item!r}: give KEY=VALUE")
+        parsed[key] = parse_value(value)
+    make_policy(policy, **parsed)  # a ValueError naming the known policies or parameters
     for name, value in (("--shift", shift), ("--prefer", prefer)):
         allowed = ("carbon", "price") if name == "--shift" else ("carbon", "price", "latency")
         if value is not None and value not in allowed:

@@ -74,11 +74,15 @@ class SweepSpec(_Strict):
         for fleet, trace, policy, *values in itertools.product(
                 self.fleets, self.traces, self.policies, *grid):
             params = dict(zip(PARAMS, values))
-            sid = "_".join([_slug(fleet), _slug(trace), policy] +
+            sid = "_".join([_slug(fleet), _slug(trace), _safe(policy)] +
                            [f"{k}={v:g}" for k, v in params.items()])
             out.append({"id": sid, "fleet": fleet, "trace": trace, "policy": policy,
                         "params": params})
         return out
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-.=" else "-" for c in text)
 
 
 def _slug(text: str) -> str:

@@ -1,3 +1,3 @@
 """Bundled policies, one file each. Importing this package registers them."""
 
-from kraft.sched.policies import backfill, fairshare, fifo, las, srtf  # noqa: F401
+from kraft.sched.policies import backfill, fairshare, fifo, las, sjf, srtf  # noqa: F401
