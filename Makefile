@@ -28,6 +28,6 @@ bench: $(BIN)/kraft  ## speed figures into bench/results (philly needs the share
 	$(BIN)/python bench/serve_scale.py --db postgresql://postgres@127.0.0.1:5432/postgres
 	$(BIN)/python bench/ha.py --db postgresql://postgres@127.0.0.1:5432/postgres
 	$(BIN)/python bench/engines.py local
-	if [ -d "$${KRAFT_DATA_DIR:-../shared/data}/inference" ]; then $(BIN)/python bench/infer.py --data-dir "$${KRAFT_DATA_DIR:-../shared/data}"; fi
+	if [ -d "$${KRAFT_DATA_DIR:-../shared/data}/inference" ]; then $(BIN)/python bench/infer.py --shared-data "$${KRAFT_DATA_DIR:-../shared/data}"; fi
 	if [ -n "$$SLURM_CONF" ]; then $(BIN)/python bench/engines.py slurm; fi
 	if [ -n "$$KRAFT_RAY_UP" ]; then $(BIN)/python bench/engines.py ray; fi

@@ -1,6 +1,6 @@
 """Inference simulator speed, recorded in bench/results/infer.json.
 
-    python bench/infer.py [--data-dir ../shared/data]
+    python bench/infer.py [--shared-data ../shared/data]
 
 The full Azure LLM 2023 conversation trace (19,366 requests, one hour) on 16 replicas of
 Llama-2-70B on 8 x H100 at the nordic-federation fleet, once per router and once with the
@@ -48,7 +48,7 @@ def one(data_dir: str, router: str, autoscale: bool) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] /
+    ap.add_argument("--shared-data", default=str(Path(__file__).resolve().parents[2] /
                                               "shared" / "data"))
     ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -57,11 +57,11 @@ def main() -> None:
         return
     if not (Path(a.data_dir) / "inference/azure-llm-2023").is_dir():
         sys.exit(f"bench/infer.py needs the Azure LLM traces under {a.data_dir}/inference "
-                 "(--data-dir)")
+                 "(--shared-data)")
     runs = []
     for router, mode in [("round-robin", "fixed"), ("least-outstanding", "fixed"),
                          ("slo-aware", "fixed"), ("slo-aware", "autoscale")]:
-        out = subprocess.run([sys.executable, __file__, "--data-dir", a.data_dir, "--one",
+        out = subprocess.run([sys.executable, __file__, "--shared-data", a.data_dir, "--one",
                               router, mode], check=True, capture_output=True, text=True)
         run = json.loads(out.stdout)
         runs.append(run)

@@ -1,6 +1,6 @@
 """Speed of the simulator and scheduler, printed and recorded in bench/results/.
 
-    python bench/run.py philly [--data-dir DIR]   # full Philly at load 0.8, each policy
+    python bench/run.py philly [--shared-data DIR]   # full Philly at load 0.8, each policy
     python bench/run.py scale [--jobs N]          # synthetic trace on stargate-norway
     python bench/run.py cycle                     # one cycle with 10,000 waiting jobs
 
@@ -149,7 +149,7 @@ def bench_cycle(waiting: int, policy: str, repeats: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("what", choices=["philly", "scale", "cycle"])
-    ap.add_argument("--data-dir", type=Path, default=Path("..") / "shared" / "data")
+    ap.add_argument("--shared-data", type=Path, default=Path("..") / "shared" / "data")
     ap.add_argument("--jobs", type=int, default=1_000_000)
     ap.add_argument("--policy", default="backfill")
     ap.add_argument("--load", type=float, default=None,
@@ -160,7 +160,8 @@ def main() -> None:
     a = ap.parse_args()
     if a.what == "philly":
         if not (a.data_dir / "traces/philly/philly.csv").exists():
-            sys.exit(f"bench philly needs the shared data: --data-dir DIR (tried {a.data_dir})")
+            sys.exit(f"bench philly needs the shared data: --shared-data DIR "
+                     f"(tried {a.data_dir})")
         bench_philly(a.data_dir)
     elif a.what == "scale":
         bench_scale(a.jobs, a.policy, 1.0 if a.load is None else a.load)

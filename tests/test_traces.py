@@ -65,7 +65,7 @@ def test_unknown_format_and_missing_file_are_clear(tmp_path):
         load_trace(str(p), None)
     with pytest.raises(TraceError, match="no such file"):
         load_trace(str(tmp_path / "nope.csv"), None)
-    with pytest.raises(TraceError, match="--data-dir"):
+    with pytest.raises(TraceError, match="--shared-data"):
         load_trace("philly", None)
 
 
@@ -95,3 +95,38 @@ def test_full_philly_trace():
                                       t.table["duration_s"].to_pylist())) / 3600
     assert 970_000 < gpu_h < 990_000  # "about 978,000 GPU-hours" (issue text)
     assert 0.12 < offered_load(t, 2816) < 0.14  # "only ~13 %"
+
+
+@pytest.mark.parametrize("body, said", [
+    ("job_id,submit_s,duration_s,gpus,tenant\na,0,100,1,t\nb,ten,100,1,t\n",
+     "line 3, column submit_s: 'ten' is not a number of seconds >= 0"),
+    ("job_id,submit_s,duration_s,gpus,tenant\na,0,100,1,t\nb,5,100,1.5,t\n",
+     "line 3, column gpus: 1.5 is not a whole number >= 1"),
+    ("job_id,submit_s,duration_s,tenant\na,0,100,t\n",
+     "required column 'gpus' is missing (have: job_id, submit_s, duration_s, tenant)"),
+    ("1,0,100,1,t\n2,5,100,1,t\n",
+     "unknown trace format: its first line, read as the header, is 0, 1, 100, t"),
+])
+def test_a_bad_value_names_the_file_line_column_and_what_is_allowed(tmp_path, body, said):
+    """Was: `Failed to parse string: 'ten' as a scalar of type double`, no file or row; a
+    canonical file short of a column was an 'unknown trace format'."""
+    p = tmp_path / "jobs.csv"
+    p.write_text(body)
+    with pytest.raises(TraceError) as e:
+        load_trace(str(p), None)
+    assert str(p) in str(e.value) and said in str(e.value), e.value
+
+
+def test_the_twin_and_the_service_name_their_folders_apart():
+    """`--data-dir` is kraft serve's state folder; the twin's shared data folder is
+    `--shared-data`, so one flag never means two folders."""
+    from typer.testing import CliRunner
+
+    from kraft.cli import app
+
+    runner = CliRunner()
+    for cmd in (["simulate"], ["compare"], ["infer", "simulate"], ["trace", "info"]):
+        text = runner.invoke(app, [*cmd, "--help"]).output
+        assert "--shared-data" in text and "--data-dir " not in text, cmd
+    r = runner.invoke(app, ["simulate", "--shared-data", "/nonexistent-kraft"])
+    assert r.exit_code == 2 and "--shared-data /nonexistent-kraft: not a folder" in r.output

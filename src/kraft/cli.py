@@ -66,7 +66,9 @@ LoadOpt = Annotated[Optional[float], typer.Option(
     help="compress arrivals to this offered load (docs/traces.md); default: as recorded")]
 SeedOpt = Annotated[int, typer.Option(help="seed for generated traces; same seed, same results")]
 DataOpt = Annotated[Optional[Path], typer.Option(
-    envvar="KRAFT_DATA_DIR", help="shared data folder holding traces/ (default ../shared/data)")]
+    "--shared-data", envvar="KRAFT_DATA_DIR",
+    help="the shared data folder holding traces/, signals/ (default ../shared/data); not "
+         "kraft serve's state folder (--data-dir)")]
 FormatOpt = Annotated[Optional[str], typer.Option(
     "--format", help="trace format of a file: canonical, philly, openb (default: detect)")]
 CkptOpt = Annotated[float, typer.Option(
@@ -92,7 +94,7 @@ def _fail(message: str) -> None:
 def _data_dir(given: Path | None) -> Path | None:
     if given is not None:
         if not given.is_dir():
-            _fail(f"--data-dir {given}: not a folder")
+            _fail(f"--shared-data {given}: not a folder")
         return given
     return SHARED_DATA if SHARED_DATA.is_dir() else None
 

@@ -83,7 +83,8 @@ def simulate(
         help="round-robin, least-outstanding or slo-aware")] = "slo-aware",
     rate_scale: Annotated[float, typer.Option(min=0.001, help="arrivals X times as fast")] = 1.0,
     data_dir: Annotated[Optional[Path], typer.Option(
-        envvar="KRAFT_DATA_DIR", help="shared data folder holding inference/")] = None,
+        "--shared-data", envvar="KRAFT_DATA_DIR",
+        help="the shared data folder holding inference/ and traces/")] = None,
     with_training: Annotated[Optional[str], typer.Option(
         help="also replay this training trace on the same fleet, the replicas as a reserved "
              "tenant's jobs: what serving costs training (docs/inference.md)")] = None,

@@ -75,7 +75,7 @@ def load_requests(name: str, data_dir: Path | None = None) -> Requests:
     elif name in NAMED:
         if data_dir is None or not (data_dir / NAMED[name]).exists():
             raise RequestTraceError(
-                f"{name}: not in the data folder ({data_dir or 'none given: --data-dir'}); "
+                f"{name}: not in the data folder ({data_dir or 'none given: --shared-data'}); "
                 f"bundled: {', '.join(BUNDLED)}")
         path = data_dir / NAMED[name]
     else:

@@ -197,7 +197,7 @@ def load_series(kind: str, name: str, year: int = 2024,
     have = sorted(p.stem for p in bundled.parent.glob(f"*_{year}.parquet"))
     raise SignalError(f"no {kind} series {name!r} for {year}: not bundled (bundled: "
                       f"{', '.join(have) or 'none'}), not in the data folder "
-                      f"({data_dir or 'none given: --data-dir'}), not a file")
+                      f"({data_dir or 'none given: --shared-data'}), not a file")
 
 
 def _bundled_source(kind: str) -> str:

@@ -5,7 +5,9 @@ Columns (CSV header or Parquet schema); optional ones may be absent or empty:
   gpu_model (str, optional), checkpoint_interval_s (float, optional),
   restart_cost_s (float, optional), preemptible (bool, optional), time_limit_s (float, optional),
   flex_window_s (float, optional)
-Rows that cannot be used are counted by reason and dropped, never fatal.
+Rows with a missing or out-of-range value are counted by reason and dropped, never fatal. A
+value of the wrong kind (`ten` as a time, `1.5` GPUs) is an error naming the file, the line, the
+column and what is allowed: the file itself is wrong, and guessing would hide it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ CANONICAL_SCHEMA = pa.schema([
     ("flex_window_s", pa.float64()),
 ])
 REQUIRED = ("job_id", "submit_s", "duration_s", "gpus", "tenant")
+ALLOWED = {"submit_s": "a number of seconds >= 0", "duration_s": "a number of seconds > 0",
+           "gpus": "a whole number >= 1", "checkpoint_interval_s": "a number of seconds or empty",
+           "restart_cost_s": "a number of seconds or empty",
+           "preemptible": "true, false or empty", "time_limit_s": "a number of seconds or empty",
+           "flex_window_s": "a number of seconds or empty"}
 
 
 class TraceError(ValueError):
@@ -54,14 +61,16 @@ class Trace:
 
 
 def finish(name: str, table: pa.Table, source: str, rows_read: int,
-           dropped: Counter) -> Trace:
-    """Fill optional columns, drop unusable rows (counting why), sort by submit time."""
+           dropped: Counter, first_line: int | None = 2) -> Trace:
+    """Fill optional columns, drop unusable rows (counting why), sort by submit time.
+    `first_line`: the file line of the table's first row, where rows are the file's lines in
+    order (a CSV with a header: 2), else None."""
     cols = {}
     for f in CANONICAL_SCHEMA:
         if f.name in table.column_names:
-            cols[f.name] = table[f.name].cast(f.type)
+            cols[f.name] = _cast(source or name, table[f.name], f, first_line)
         elif f.name in REQUIRED:
-            raise TraceError(f"{name}: required column {f.name!r} is missing "
+            raise TraceError(f"{source or name}: required column {f.name!r} is missing "
                              f"(have: {', '.join(table.column_names)})")
         else:
             cols[f.name] = pa.nulls(table.num_rows, f.type)
@@ -84,6 +93,23 @@ def finish(name: str, table: pa.Table, source: str, rows_read: int,
     return Trace(name, table.take(pa.array(order)), source, rows_read, dropped)
 
 
+def _cast(where: str, column: pa.ChunkedArray, f: pa.Field,
+          first_line: int | None) -> pa.ChunkedArray:
+    """`column` as `f`'s type, or a TraceError naming the first value that is not one."""
+    try:
+        return column.cast(f.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    for i, value in enumerate(column.to_pylist()):
+        try:
+            pa.array([value]).cast(f.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            at = f"line {first_line + i}" if first_line is not None else f"job {i + 1}"
+            raise TraceError(f"{where}: {at}, column {f.name}: {value!r} is not "
+                             f"{ALLOWED.get(f.name, f.type)}") from None
+    raise TraceError(f"{where}: column {f.name} cannot be read as {f.type}")
+
+
 def read_canonical(path: Path) -> Trace:
     try:
         if path.suffix == ".parquet":
@@ -95,7 +121,8 @@ def read_canonical(path: Path) -> Trace:
                 strings_can_be_null=True))
     except (OSError, pa.ArrowInvalid) as e:
         raise TraceError(f"{path}: cannot read as a canonical trace: {e}") from None
-    return finish(path.stem, table, str(path), table.num_rows, Counter())
+    return finish(path.stem, table, str(path), table.num_rows, Counter(),
+                  None if path.suffix == ".parquet" else 2)
 
 
 def write_canonical(trace: Trace, path: Path) -> None:

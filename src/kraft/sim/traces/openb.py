@@ -54,4 +54,5 @@ def load_openb(path: Path) -> Trace:
         "tenant": qos.cast(pa.string()),
         "gpu_model": pa.array(models, pa.string()),
     })
-    return finish("openb", table, str(path), n + sum(dropped.values()), +dropped)
+    return finish("openb", table, str(path), n + sum(dropped.values()), +dropped,
+                  first_line=None)  # rows were filtered: their lines are not known here

@@ -6,7 +6,7 @@ import csv
 from importlib import resources
 from pathlib import Path
 
-from kraft.sim.traces.canonical import Trace, TraceError, read_canonical
+from kraft.sim.traces.canonical import REQUIRED, Trace, TraceError, read_canonical
 from kraft.sim.traces.openb import load_openb
 from kraft.sim.traces.philly import load_philly
 from kraft.sim.traces.synthetic import synthetic
@@ -30,14 +30,16 @@ def detect_format(path: Path) -> str:
             header = set(next(csv.reader(f), []))
     except OSError as e:
         raise TraceError(f"{path}: cannot read: {e.strerror}") from None
-    if {"submit_s", "duration_s", "gpus"} <= header:
+    if len(header & set(REQUIRED)) >= 2:  # canonical, maybe missing a column: finish says which
         return "canonical"
     if {"timestamp", "duration", "num_gpus", "cluster"} <= header:
         return "philly"
     if {"num_gpu", "creation_time", "scheduled_time"} <= header:
         return "openb"
-    raise TraceError(f"{path}: unknown trace format (header: {', '.join(sorted(header))}); "
-                     f"known: {', '.join(FORMATS)} -- see docs/traces.md")
+    raise TraceError(f"{path}: unknown trace format: its first line, read as the header, is "
+                     f"{', '.join(sorted(header))}; known formats: {', '.join(FORMATS)}, whose "
+                     f"headers name {', '.join(REQUIRED)} (canonical), timestamp, duration, "
+                     f"num_gpus, cluster (philly) -- see docs/traces.md")
 
 
 def load_trace(spec: str, data_dir: Path | None, seed: int = 0,
@@ -56,10 +58,10 @@ def load_trace(spec: str, data_dir: Path | None, seed: int = 0,
         fmt_name, rel = NAMED[spec]
         if data_dir is None:
             raise TraceError(f"trace {spec!r} is read from the shared data folder: pass "
-                             f"--data-dir DIR or set KRAFT_DATA_DIR (DIR/{rel})")
+                             f"--shared-data DIR or set KRAFT_DATA_DIR (DIR/{rel})")
         path = data_dir / rel
         if not path.exists():
-            raise TraceError(f"trace {spec!r}: {path} not found (is --data-dir right?)")
+            raise TraceError(f"trace {spec!r}: {path} not found (is --shared-data right?)")
         return FORMATS[fmt_name](path)
     path = Path(spec)
     if not path.exists():
