@@ -299,3 +299,62 @@ def test_a_crash_between_two_ranks_starts_runs_no_rank_twice(tmp_path, monkeypat
         events = [(e.to_state, e.detail) for e in s.query(EventRow).order_by(EventRow.id)]
     assert row.state == "succeeded" and row.attempt == 1, events
     assert sorted(mark.read_text().splitlines()) == ["1 1 0", "1 1 1"]
+
+
+def test_serve_says_what_it_does_and_answers_probes(db_url, tmp_path):
+    """`kraft serve` logs where it listens, what recovery found (re-adopted, requeued,
+    finished while down) and the loop's start; /healthz and /readyz answer without a token."""
+    home = tmp_path / "home"
+    db = None if db_url.startswith("sqlite") else db_url
+    db_args = ["--db", db] if db else []
+    out = kraft("admin", "tenant", "create", "acme", "--data-dir", str(home), *db_args).stdout
+    token = re.search(r"kt_[A-Za-z0-9_-]+", out).group(0)
+    port = free_port()
+    first = start_server(home, port, db, log=tmp_path / "first.log")
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}",
+                          headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    release = work(tmp_path) / "release"
+    hold = ["bash", "-c", "for i in $(seq 600); do [ -f release ] && break; sleep 0.1; done"]
+    a = client.post("/v1/jobs", json={"gpus": 8, "command": hold}).json()["id"]
+    b = client.post("/v1/jobs", json={"gpus": 1, "command": ["true"]}).json()["id"]
+    wait(client, a, {"running"})
+    wait(client, b, {"admitted"})
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    second = start_server(home, port, db, log=tmp_path / "second.log")
+    try:
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz")
+        assert ready.status_code == 200 and ready.json()["database"] == "ok", ready.text
+        deadline = time.time() + 20
+        log = (tmp_path / "second.log").read_text()
+        while "scheduling loop started" not in log and time.time() < deadline:
+            time.sleep(0.2)  # on PostgreSQL the loop takes the lease after the API is up
+            log = (tmp_path / "second.log").read_text()
+        assert f"listening on http://127.0.0.1:{port}" in log, log
+        assert ("recovered 2 unfinished jobs: 1 back in the queue, 1 re-adopted (running)"
+                in log), log
+        assert "scheduling loop started: policy backfill, a step every 50 ms" in log, log
+        assert "Traceback" not in log
+        release.touch()
+        assert wait(client, a, {"succeeded", "failed"})["state"] == "succeeded"
+        assert wait(client, b, {"succeeded", "failed"})["state"] == "succeeded"
+    finally:
+        client.close()
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=10)
+
+
+def test_readyz_is_503_when_the_database_is_away(tmp_path):
+    from fastapi.testclient import TestClient
+    from sqlalchemy import create_engine
+
+    from kraft.control.api import create_app
+
+    away = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/kraft",
+                         connect_args={"connect_timeout": 2})
+    with TestClient(create_app(away, tmp_path)) as c:
+        assert c.get("/healthz").status_code == 200
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.json()["ready"] is False
+        assert r.json()["database"].startswith("unreachable"), r.text

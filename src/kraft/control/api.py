@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from kraft.control.auth import hash_token, is_operator, new_token
 from kraft.control.dashboard import add_dashboard
 from kraft.control.guard import BodyGuard
+from kraft.control.health import add_health_routes
 from kraft.control.intake import WAITING, Intake, Submission
 from kraft.control.metrics import FleetCollector, render
 from kraft.control.nodes_api import add_node_routes
@@ -126,6 +127,8 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
     gateway = Gateway(engine, fleet) if fleet is not None else None
 
 
+    loop: list[threading.Thread] = []  # this process's loop thread, where it has one
+
     @asynccontextmanager
     async def lifespan(_app):
         thread = None
@@ -134,6 +137,7 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
             thread = threading.Thread(target=run_loop, args=(plane, stop, tick_s, garbage),
                                       name="kraft-loop", daemon=True)
             thread.start()
+            loop.append(thread)
         if gateway is not None:
             await gateway.start()
         yield
@@ -366,6 +370,8 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
     add_usage_routes(app, Session, Tenant, Operator, own, live_books)
     add_dashboard(app, Session, Operator, collector)
     add_inference_routes(app, engine, Tenant, audit, gateway)
+    add_health_routes(app, engine, Session,
+                      (lambda: bool(loop) and loop[0].is_alive()) if plane is not None else None)
     return app
 
 

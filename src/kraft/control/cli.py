@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -23,6 +24,7 @@ from kraft.cli_shared import DepthOpt, ParamOpt, PolicyOpt, PreferOpt, ShiftOpt
 # Piped to a file or grep, lines are wide enough that no table cell is cut.
 console = Console(width=None if sys.stdout.isatty() else 220)
 err = Console(stderr=True)
+log = logging.getLogger("kraft.serve")
 admin_app = typer.Typer(help="Operator commands, run on the control-plane host.",
                         no_args_is_help=True)
 tenant_app = typer.Typer(help="Tenants and their tokens.", no_args_is_help=True)
@@ -138,6 +140,9 @@ def serve(
         tenant_specs = load_tenants(tenants).tenants if tenants else []
     except (SpecError, ValueError) as e:
         _fail(str(e))
+    from kraft.control.service import log_to_stderr
+
+    log_to_stderr()
     private_state(data_dir)
     engine = _engine(data_dir, db, db_file, one_instance=True)  # before anything is touched
     # Metrics shared by the API and loop processes (prometheus_client multiprocess mode):
@@ -245,6 +250,11 @@ def _serve_http(app, host: str, port: int, on_exit=None) -> None:
     import uvicorn
 
     class Server(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets)
+            if self.started:  # bound: say where (a port taken ends the start instead)
+                log.info("listening on http://%s:%d (API, /healthz, /readyz)", host, port)
+
         def handle_exit(self, sig, frame):
             if on_exit is not None:
                 on_exit()

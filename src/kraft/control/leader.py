@@ -121,8 +121,8 @@ class Lease:
                 self.epoch = None
             if self.epoch is not None:
                 self.good_until = sent + LEASE_S - MARGIN_S
-                log.warning("leader: this instance runs the scheduling loop (pid %s, lease "
-                            "epoch %s)", os.getpid(), self.epoch)
+                log.info("leader: this instance runs the scheduling loop (pid %s, lease "
+                 "epoch %s)", os.getpid(), self.epoch)
                 self._renewer = threading.Thread(target=self._renew, args=(stop,),
                                                  name="kraft-lease", daemon=True)
                 self._renewer.start()
@@ -185,7 +185,7 @@ class Lease:
         try:
             self._run("UPDATE leases SET until = clock_timestamp() WHERE name = :name AND "
                       "epoch = :epoch", epoch=self.epoch)
-            log.warning("leader: stopped; lease (epoch %s) handed on", self.epoch)
+            log.info("leader: stopped; lease (epoch %s) handed on", self.epoch)
         except Exception as e:
             log.warning("leader: could not hand the lease on (%s); it expires by itself", e)
 

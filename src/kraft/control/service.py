@@ -19,7 +19,7 @@ import os
 import socket
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -276,22 +276,27 @@ class ControlPlane:
             for t in s.scalars(select(TenantRow)):  # all at once: not a query per job
                 if t.name not in self.sched.tenants:
                     self.sched.add_tenant(TenantState(TenantSpec.model_validate(t.spec)))
-            running, closes = [], []
+            running, closes, tally = [], [], Counter()
             with s.no_autoflush:  # 10,000 jobs: their writes go in a few statements
                 for row in rows:
                     tenant = self._tenant(s, row.tenant)
                     if row.state in ("pending", "held"):
+                        tally[f"{row.state} (taken in as usual)"] += 1
                         continue  # ingest() takes it; a held job waits for its release
                     job = self._job(row, tenant)
                     if row.state != "running":
                         self._admit(s, row, job, now, recovered=True)
+                        tally["back in the queue"] += 1
                         continue
                     found = self._recover_handles(s, row, job)
-                    if found is not None:
+                    if found is None:
+                        tally["failed (their start could not be completed)"] += 1
+                    else:
                         running.append((row, job, *found))
                 found = statuses(self.executor, [(req, h) for _, _, req, h in running])
                 for (row, job, req, handles), status in zip(running, found):
-                    self._recover_running(s, row, job, req, handles, status, now, closes)
+                    tally[self._recover_running(s, row, job, req, handles, status, now,
+                                                closes)] += 1
             if closes:
                 self._close_attempts(s, closes)
             current = {job_id: req.attempt for job_id, (req, _) in self.runs.items()}
@@ -305,7 +310,11 @@ class ControlPlane:
                 self.executor.stop(req, handles)
                 self.stopping[req.job_id] = (req, handles,
                                              time.monotonic() + req.grace_s + KILL_MARGIN_S)
+                tally["orphaned processes stopped"] += 1
             s.commit()
+        log.info("recovered %d unfinished jobs%s", len(rows),
+                 ": " + ", ".join(f"{n} {what}" for what, n in sorted(tally.items()))
+                 if tally else "")
 
     def _recover_handles(self, s, row: JobRow, job: Job) -> tuple[RunRequest, list] | None:
         """A running job's handles on the engine, its start completed where a crash cut it
@@ -333,8 +342,9 @@ class ControlPlane:
         return req, handles
 
     def _recover_running(self, s, row: JobRow, job: Job, req: RunRequest, handles: list,
-                         status, now: float, closes: list) -> None:
-        """Re-adopt a job found running, or record how it ended while the loop was down."""
+                         status, now: float, closes: list) -> str:
+        """Re-adopt a job found running, or record how it ended while the loop was down;
+        says which, for recovery's log line."""
         names = self.node_index
         if status.running:
             placement = tuple((names[r.node], len(r.gpus)) for r in req.ranks)
@@ -348,7 +358,7 @@ class ControlPlane:
             self._limit(row.id, job, started)
             s.add(EventRow(job_id=row.id, at=self._at(), from_state="running",
                            to_state="running", detail="re-adopted after a control-plane restart"))
-            return
+            return "re-adopted (running)"
         if status.alive:  # one rank failed or vanished: the rest are being stopped
             self._hold_gpus(req)
             self.stopping[row.id] = (req, handles,
@@ -359,12 +369,13 @@ class ControlPlane:
             self._move(s, row, "succeeded" if status.exit_code == 0 else "failed",
                        f"ended while the control plane was down (exit {status.exit_code})",
                        closes=closes)
-        else:
-            log.warning("job %s attempt %s: vanished at recovery (handles %s, started %s)",
-                        row.id, row.attempt, handles,
-                        [self.executor.started(req, r) for r in range(len(req.ranks))])
-            self._move(s, row, "preempted", "its processes vanished: requeued", closes=closes)
-            self._admit(s, row, job, now, recovered=True)
+            return "finished while down"
+        log.warning("job %s attempt %s: vanished at recovery (handles %s, started %s)",
+                    row.id, row.attempt, handles,
+                    [self.executor.started(req, r) for r in range(len(req.ranks))])
+        self._move(s, row, "preempted", "its processes vanished: requeued", closes=closes)
+        self._admit(s, row, job, now, recovered=True)
+        return "requeued (their processes vanished)"
 
     # ---- the loop --------------------------------------------------------------------------
 
@@ -830,12 +841,25 @@ class Garbage:
         self.frozen_at = now
 
 
+def log_to_stderr() -> None:
+    """What `kraft serve` says it does (listening, recovery, the loop's start, leadership):
+    Kraft's INFO lines on stderr, in each of its processes."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s", datefmt="%Y-%m-%dT%H:%M:%S%z")
+    logging.getLogger("kraft").setLevel(logging.INFO)  # the libraries' INFO is noise here
+
+
 def run_loop(plane: ControlPlane, stop: threading.Event, tick_s: float,
              garbage: Callable[[], Garbage] | None = None) -> None:
     """The scheduling loop: one step every `tick_s` until `stop` is set (or its lease is
     lost: kraft.control.leader.LeaseLost). `garbage`: made when the loop starts (after
     recovery), in the service's own process only."""
     garbage = garbage() if garbage is not None else None
+    options = plane.options
+    log.info("scheduling loop started: policy %s%s, a step every %.0f ms, %d GPUs on the %s "
+             "engine", options.policy,
+             "".join(f" {k}={v}" for k, v in options.policy_params.items()), tick_s * 1e3,
+             plane.cluster.total_gpus, plane.executor.name)
     while not stop.is_set():
         t0 = time.perf_counter()
         try:
@@ -860,6 +884,7 @@ def loop_process(fleet: dict, db_url: str, runs_dir: str, scheduling: dict, pare
 
     from kraft.control.store import make_engine
 
+    log_to_stderr()
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         return
