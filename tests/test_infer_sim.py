@@ -156,6 +156,24 @@ def test_cli_simulate_prints_the_figures_and_rejects_bad_input():
     assert math.isfinite(fig["tpot_ms"]["p99"])
 
 
+def test_cli_simulate_keeps_the_service_files_router_unless_told(tmp_path):
+    """The CLI's default router used to win over the file's `router:`."""
+    svc = tmp_path / "svc.yaml"
+    svc.write_text("name: chat\nmodel: llama-2-70b\ngpu: H100-SXM\ntp: 8\n"
+                   "router: round-robin\nslo: {ttft_ms: 2000, tpot_ms: 100}\n"
+                   "replicas: {min: 1, max: 4, initial: 2}\n")
+    figures = {}
+    for extra in ([], ["--router", "least-outstanding"]):
+        out = CliRunner().invoke(app, ["infer", "simulate", "--service", str(svc),
+                                       "--rate-scale", "0.5", "--json", *extra])
+        assert out.exit_code == 0, out.output
+        figures[tuple(extra)] = json.loads(out.output)
+    assert figures[()]["router"] == "round-robin"
+    assert figures[("--router", "least-outstanding")]["router"] == "least-outstanding"
+    plain = CliRunner().invoke(app, ["infer", "simulate", "--rate-scale", "0.5", "--json"])
+    assert json.loads(plain.output)["router"] == "slo-aware"  # no file: the CLI's default
+
+
 def test_replicas_share_the_fleet_with_training_and_preempt_spot_work():
     """One fleet, one scheduler: 128 GPUs busy with spot training; the service's replicas
     (a reserved tenant sized to its peak) start at once by preempting training."""

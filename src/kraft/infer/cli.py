@@ -79,8 +79,9 @@ def simulate(
         min=1, help="replicas (at start); default: the service's, or 4")] = None,
     max_replicas: Annotated[int, typer.Option(min=1, help="autoscaler's bound")] = 64,
     autoscale: Annotated[bool, typer.Option(help="scale replicas with load")] = False,
-    router: Annotated[str, typer.Option(
-        help="round-robin, least-outstanding or slo-aware")] = "slo-aware",
+    router: Annotated[Optional[str], typer.Option(
+        help="round-robin, least-outstanding or slo-aware (default: the service file's, else "
+             "slo-aware)")] = None,
     rate_scale: Annotated[float, typer.Option(min=0.001, help="arrivals X times as fast")] = 1.0,
     data_dir: Annotated[Optional[Path], typer.Option(
         "--shared-data", envvar="KRAFT_DATA_DIR",
@@ -108,17 +109,19 @@ def simulate(
     from kraft.spec.inference import InferenceServiceSpec
     from kraft.spec.load import SpecError, format_validation_error, load_fleet, load_yaml
 
-    if router not in ROUTERS:
+    if router is not None and router not in ROUTERS:
         _fail(f"--router {router!r}: one of {', '.join(ROUTERS)}")
     try:
         fleet_spec = load_fleet(fleet)
-        if service is not None:
+        if service is not None:  # the file's values hold where no option is given
             spec = load_yaml(service, InferenceServiceSpec)
         else:
             spec = InferenceServiceSpec(
                 name=f"{model}-tp{tp}", model=model, gpu=gpu, tp=tp, region=region,
                 slo={"ttft_ms": ttft_ms, "tpot_ms": tpot_ms, "percentile": percentile},
-                replicas={"min": 1, "max": max_replicas, "initial": replicas or 4})
+                replicas={"min": 1, "max": max_replicas, "initial": replicas or 4},
+                router=router or "slo-aware")
+        router = router or spec.router
         requests = load_requests(trace, _data_dir(data_dir))
         if rate_scale != 1.0:
             requests = requests.scaled(rate_scale)
