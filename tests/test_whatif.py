@@ -85,3 +85,22 @@ def test_sweep_on_a_ray_cluster(tmp_path, ray_cluster):  # noqa: F811
     assert r.exit_code == 0, r.output
     rows = json.loads((out / "summary.json").read_text())
     assert len(rows) == 2 and all((out / row["id"] / "jobs.parquet").exists() for row in rows)
+
+
+def test_no_ray_cluster_at_the_address_is_a_clear_error_in_seconds(tmp_path):
+    """Was: minutes of Ray's own connection warnings, then a traceback."""
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(SWEEP)
+    t0 = time.monotonic()
+    r = run(spec, "--out", tmp_path / "out", "--ray", f"127.0.0.1:{port}")
+    said = " ".join(r.output.split())
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert f"--ray 127.0.0.1:{port}: no Ray cluster answers at 127.0.0.1:{port}" in said, said
+    assert time.monotonic() - t0 < 30
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

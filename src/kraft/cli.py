@@ -439,6 +439,8 @@ def whatif(
     spec = load_yaml(sweep, w.SweepSpec)
     for name in spec.policies:
         make_policy(name)
+    if ray:
+        _ray_reachable(ray)  # before any work, not after Ray's two minutes of retries
     for fleet in spec.fleets:
         load_fleet(fleet)
     scenarios = spec.scenarios()
@@ -481,6 +483,27 @@ def whatif(
     console.print(f"wrote {out}/summary.json and {out}/report.html")
 
 
+RAY_CONNECT_TIMEOUT_S = 5.0
+
+
+def _ray_reachable(address: str) -> None:
+    """Fail at once, and clearly, where no Ray cluster listens at `address` (host:port or
+    ray://host:port); Ray itself retries for about two minutes with only its warnings.
+    `auto` is Ray's to resolve: it fails fast on its own."""
+    import socket
+
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as e:
+        _fail(f"--ray {address}: no Ray cluster answers at {host}:{port} within "
+              f"{RAY_CONNECT_TIMEOUT_S:g} s ({e.strerror or e}); start one (ray start --head) "
+              f"or leave --ray out to run the scenarios in local processes")
+
+
 def _scenario_results(w, payload, todo, data_arg, workers, ray_address):
     """(scenario, (results, jobs.parquet bytes)) as each finishes."""
     if not todo:
@@ -488,7 +511,10 @@ def _scenario_results(w, payload, todo, data_arg, workers, ray_address):
     if ray_address:
         import ray
 
-        ray.init(address=ray_address, log_to_driver=False)
+        try:
+            ray.init(address=ray_address, log_to_driver=False)
+        except (ConnectionError, RuntimeError) as e:
+            _fail(f"--ray {ray_address}: {str(e).splitlines()[0]}")
         try:
             remote = ray.remote(w.run_scenario)
             pending = {remote.remote(payload, s, data_arg): s for s in todo}
