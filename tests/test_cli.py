@@ -68,7 +68,7 @@ def test_books_shift_and_eed_through_the_cli(tmp_path):
     r = runner.invoke(app, ["simulate", "--fleet", "nordic-federation", "--load", "0.8",
                             "--prefer", "carbon", "--out", str(out), "--no-breakdown"])
     assert r.exit_code == 0, r.output
-    for word in ("tCO2e location", "tCO2e market", "by site", "narvik", "virginia"):
+    for word in ("location", "market", "by site (jobs and idle GPUs)", "narvik", "virginia"):
         assert word in r.output
     res = json.loads((out / "results.json").read_text())
     sites = res["energy"]["per_site"]
@@ -180,3 +180,27 @@ def test_simulate_replays_a_maintenance_plan(tmp_path):
     r = runner.invoke(app, ["simulate", "--maintenance", str(tmp_path / "bad.csv")])
     assert r.exit_code == 2 and "bad.csv:2" in r.output and "start_h < end_h" in r.output
     assert "Traceback" not in r.output
+
+
+def test_tables_keep_numbers_whole_at_100_columns(monkeypatch):
+    """Tables were forced to 120+ columns and cut numbers (`20.…`, `104…`) at 120 or less.
+    At 100 columns every number is whole; `-o wide` adds the rest of the columns."""
+    import kraft.cli
+
+    monkeypatch.setattr(kraft.cli.console, "width", 100)
+    for argv in (["compare", "--load", "0.8"], ["simulate", "--load", "0.8"]):
+        r = runner.invoke(app, argv)
+        assert r.exit_code == 0, r.output
+        lines = r.output.splitlines()
+        assert max(len(line) for line in lines) <= 100
+        assert "…" not in r.output, r.output
+        text = " ".join(r.output.split())
+        assert "wait: all time not running, requeues after preemption included" in text
+    fifo = next(line for line in runner.invoke(app, ["compare", "--load", "0.8"]).output
+                .splitlines() if line.startswith("fifo "))
+    assert "104.84" in fifo and "20.76" in fifo  # the two numbers that were cut
+    wide = runner.invoke(app, ["compare", "--policies", "fifo", "--load", "0.8", "-o", "wide",
+                               "--no-energy"])
+    assert wide.exit_code == 0 and "cycle" in wide.output and "frag" in wide.output
+    bad = runner.invoke(app, ["compare", "-o", "yaml"])
+    assert bad.exit_code == 2 and "-o 'yaml'? Use table or wide" in bad.output

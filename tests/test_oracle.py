@@ -92,3 +92,26 @@ def test_fairshare_serves_the_lighter_tenant_first():
     ff = jobs(rows, ts2)
     run(fleet(), ff, "fifo", tenants=ts2)
     assert [j.first_start_s for j in ff] == [0, 100, 110]
+
+
+def test_waiting_counts_requeues_and_utilisation_has_an_arrival_window():
+    """SRTF above: J0 waits 0..1, runs 1..2, requeued 2..11, runs 11..22, requeued 22..71,
+    runs 71..159: 1 s to its first start, 59 s waiting in all. J1 runs 0..1, requeued 1..22,
+    runs 22..71: 0 s to first start, 21 s waiting. Allocated GPUs over the arrival window
+    (0..2 s): 8 GPUs then 6, 14 GPU-s of 16; over the run, 900 GPU-s of 8 x 159."""
+    from kraft.cluster.state import ClusterState
+    from kraft.sched.policy import make_policy
+    from kraft.sched.scheduler import Scheduler
+    from kraft.sim.engine import Simulator
+    from kraft.sim.metrics import summarize
+
+    js = make()
+    sched = Scheduler(ClusterState(fleet()), [js[0].tenant], make_policy("srtf"))
+    outcome = Simulator(sched, js).run()
+    res = summarize(outcome, fleet="test", fleet_gpus=8, trace="t", policy="srtf", seed=0,
+                    load_target=None, load_offered=0.0, time_factor=1.0, dropped_rows={})
+    assert [j.finish_s - j.submit_s - j.executed_s for j in js] == [59, 21, 0, 0]
+    assert res["overall"]["queue_delay_s"]["mean"] == pytest.approx((1 + 0 + 0 + 0) / 4)
+    assert res["overall"]["waiting_total_s"]["mean"] == pytest.approx((59 + 21) / 4)
+    assert res["utilization_arrival_window"] == pytest.approx(14 / 16, abs=1e-3)
+    assert res["utilization"] == pytest.approx(900 / (8 * 159), abs=1e-3)

@@ -51,3 +51,22 @@ def test_report_opens_offline_with_every_plot_drawn(tmp_path):
 def test_report_of_a_missing_folder_says_so(tmp_path):
     r = CliRunner().invoke(app, ["report", "html", str(tmp_path / "none")])
     assert r.exit_code == 2 and "not found" in r.output
+
+
+def test_the_report_names_each_energy_figure_as_the_cli_does(tmp_path):
+    """The compare table said 80.0 MWh (the sites', idle GPUs included) under the same label
+    as the CLI's 68.6 (the jobs'). Now both are there, each named for what it sums, beside
+    the wait, the JCT percentiles and both utilisations."""
+    from kraft.report.html import _compare, load_scenario
+
+    simulate(tmp_path / "fifo", "fifo")
+    res = json.loads((tmp_path / "fifo" / "results.json").read_text())
+    html = _compare([load_scenario(tmp_path / "fifo")])
+    jobs_mwh = res["energy"]["jobs"]["facility_kwh"] / 1e3
+    site_mwh = sum(s["facility_kwh"] for s in res["energy"]["per_site"].values()) / 1e3
+    assert site_mwh > jobs_mwh * 1.05  # the idle GPUs: the two figures do differ
+    for label in ("jobs facility MWh", "site facility MWh (jobs + idle)", "wait mean h",
+                  "JCT p99 h", "util arrivals"):
+        assert label in html
+    assert f"{jobs_mwh:,.1f}" in html and f"{site_mwh:,.1f}" in html
+    assert f"{res['utilization_arrival_window']:.1%}" in html

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -52,7 +52,8 @@ def _main(version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True, help="print Kraft's version and exit")]
           = False) -> None:
     """Kraft: control plane and digital twin for AI data centers."""
-console = Console(width=max(shutil.get_terminal_size((170, 24)).columns, 120))
+# the terminal's width; piped, 100 columns (COLUMNS where set): the default tables fit in 100
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 100)
 err = Console(stderr=True)
 
 SHARED_DATA = Path("..") / "shared" / "data"  # the project's convention, relative to the cwd
@@ -81,6 +82,9 @@ UtilOpt = Annotated[float, typer.Option(help="GPU utilisation of busy GPUs for p
 FlexGpusOpt = Annotated[int, typer.Option(
     help="jobs of at most this many GPUs are flexible (where the trace says nothing)")]
 WindowOpt = Annotated[float, typer.Option(help="flexibility window of flexible jobs, hours")]
+ViewOpt = Annotated[str, typer.Option(
+    "-o", "--view", help="table: the columns that fit 100 terminal columns; wide: all of them "
+                         "(percentiles, lost and fragmented GPU-hours, decision times)")]
 ForecastOpt = Annotated[str, typer.Option(
     help="what shifting plans with: oracle (the recorded series: a perfect forecast, only a "
          "replay has one) or recent-days[-N] (the same hour over the last N days, as live)")]
@@ -175,6 +179,21 @@ def _run(fleet_spec, tenants_spec, trace, policy, load, seed, defaults, config, 
                         progress=lambda n: bar.advance(task, n), **extra)
 
 
+def _wide(view: str) -> bool:
+    if view not in ("table", "wide"):
+        raise ValueError(f"-o {view!r}? Use table or wide")
+    return view == "wide"
+
+
+def _print_results(table) -> None:
+    """At its own width where that is wider than the terminal (-o wide): long lines, as
+    `kubectl -o wide` prints them, rather than numbers folded into columns of letters."""
+    from rich.measure import Measurement
+
+    need = Measurement.get(console, console.options.update(width=10_000), table).maximum
+    console.print(table, width=max(console.width, need), crop=False)
+
+
 def _dir_name(label: str) -> str:
     """A folder name for a policy spec such as `las:thresholds_gpu_s=[1800,7200]`."""
     return "".join(c if c.isalnum() or c in "-._=" else "-" for c in label)
@@ -235,6 +254,7 @@ def simulate(
     maintenance: Annotated[Optional[Path], typer.Option(
         help="a maintenance plan to replay: CSV target,start_h,end_h[,reason] "
              "(docs/operator.md)")] = None,
+    view: ViewOpt = "table",
 ) -> None:
     """Replay a trace on a fleet under one policy and print the results."""
     from dataclasses import replace
@@ -265,7 +285,8 @@ def simulate(
         console.print(f"maintenance plan: {r['maintenance']['windows']} window(s), "
                       f"{r['maintenance']['node_hours']:,.1f} node-hours out of service",
                       highlight=False)
-    console.print(results_table([(policy, r, run.timing)], "results", lower_bound=r))
+    _print_results(results_table([(policy, r, run.timing)], "results", lower_bound=r,
+                                 wide=_wide(view)))
     if breakdown:
         console.print(breakdown_table(r, "tier"))
         if len(r["per_tenant"]) <= 30:
@@ -326,6 +347,7 @@ def compare(
     gpu_util: UtilOpt = 1.0,
     report: Annotated[Optional[Path], typer.Option(
         help="also write an HTML report comparing the policies here")] = None,
+    view: ViewOpt = "table",
 ) -> None:
     """Run several policies on the same trace and fleet; print one table."""
     from kraft.report.tables import energy_table, results_table
@@ -348,7 +370,7 @@ def compare(
     first = rows[0][1]
     title = (f"{loaded.name} on {fleet_spec.name} ({first['fleet_gpus']} GPUs), "
              f"{first['jobs']['submitted']} jobs, offered load {first['load']['offered']:.2f}")
-    console.print(results_table(rows, title, lower_bound=first))
+    _print_results(results_table(rows, title, lower_bound=first, wide=_wide(view)))
     if "energy" in first:
         console.print(energy_table([(label, res) for label, res, _ in rows],
                                    "energy, carbon (location- and market-based, apart) and cost"))

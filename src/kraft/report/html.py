@@ -169,21 +169,34 @@ def _tenants(s: Scenario) -> str:
 
 
 def _compare(scenarios: list[Scenario]) -> str:
+    """One row per scenario. Energy and carbon twice, each named for what it sums: the jobs'
+    (the CLI's energy table) and the sites' (jobs and idle GPUs, the CLI's "by site")."""
     rows = []
     for s in scenarios:
         r = s.results
+        o = r["overall"]
         e = r.get("energy", {})
-        site = e.get("per_site", {})
+        site, jobs = e.get("per_site", {}), e.get("jobs")
+        waiting = o.get("waiting_total_s", o["queue_delay_s"])
+        util_arrivals = r.get("utilization_arrival_window")
         rows.append([s.label, r["fleet"], r["policy"], f"{r['jobs']['finished']:,}",
-                     f"{r['overall']['jct_s']['mean'] / 3600:,.2f}",
-                     f"{r['overall']['slowdown']:.2f}", f"{r['utilization']:.1%}",
+                     *(f"{o['jct_s'][k] / 3600:,.2f}" for k in ("mean", "p95", "p99")),
+                     f"{o['queue_delay_s']['mean'] / 3600:,.2f}",
+                     f"{waiting['mean'] / 3600:,.2f}", f"{waiting['p99'] / 3600:,.2f}",
+                     f"{o['slowdown']:.2f}", f"{r['utilization']:.1%}",
+                     "-" if util_arrivals is None else f"{util_arrivals:.1%}",
                      r["preemptions"],
+                     f"{jobs['facility_kwh'] / 1e3:,.1f}" if jobs else "-",
                      f"{sum(v['facility_kwh'] for v in site.values()) / 1e3:,.1f}" if site
                      else "-",
-                     f"{sum(v['carbon_location_kg'] for v in site.values()) / 1e3:,.1f}"
+                     f"{jobs['carbon_location_kg'] / 1e3:,.2f}" if jobs else "-",
+                     f"{sum(v['carbon_location_kg'] for v in site.values()) / 1e3:,.2f}"
                      if site else "-"])
-    return _table(["scenario", "fleet", "policy", "jobs done", "mean JCT h", "slowdown",
-                   "utilisation", "preemptions", "facility MWh", "tCO2e (location)"], rows)
+    return _table(["scenario", "fleet", "policy", "jobs done", "JCT mean h", "JCT p95 h",
+                   "JCT p99 h", "queued mean h", "wait mean h", "wait p99 h", "slowdown",
+                   "util run", "util arrivals", "preemptions", "jobs facility MWh",
+                   "site facility MWh (jobs + idle)", "jobs tCO2e location",
+                   "site tCO2e location (jobs + idle)"], rows)
 
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}

@@ -33,11 +33,14 @@ def _r(x: float) -> float:
 def _group(jobs: list[Job]) -> dict:
     jct = np.array([j.finish_s - j.submit_s for j in jobs])
     wait = np.array([j.first_start_s - j.submit_s for j in jobs])
+    # every second not running: before the first start and requeued after each preemption
+    waiting = np.array([j.finish_s - j.submit_s - j.executed_s for j in jobs])
     lb = np.array([j.duration_s for j in jobs])
     return {
         "jobs": len(jobs),
         "jct_s": _pct(jct),
         "queue_delay_s": _pct(wait),
+        "waiting_total_s": _pct(np.maximum(waiting, 0.0)),
         "lower_bound_jct_mean_s": _r(lb.mean()) if lb.size else 0.0,
         "slowdown": _r(jct.mean() / lb.mean()) if lb.size else 0.0,
         "gpu_hours": _r(sum(j.gpus * j.duration_s for j in jobs) / 3600),
@@ -51,6 +54,14 @@ def _integral(t: np.ndarray, v: np.ndarray, end_s: float) -> float:
         return 0.0
     widths = np.diff(np.append(t, end_s))
     return float((v * widths).sum())
+
+
+def _integral_between(t: np.ndarray, v: np.ndarray, start_s: float, end_s: float) -> float:
+    """Integral of the step function from start_s to end_s (both inside the run)."""
+    if t.size == 0 or end_s <= start_s:
+        return 0.0
+    edges = np.clip(np.append(t, np.inf), start_s, end_s)
+    return float((v * np.diff(edges)).sum())
 
 
 def hourly(timeline: Timeline, end_s: float) -> dict[str, list]:
@@ -81,6 +92,7 @@ def summarize(outcome: SimOutcome, *, fleet: str, fleet_gpus: int, trace: str, p
     frag = np.frombuffer(tl.fragmented_gpus, dtype=np.int64)
     idle_while_waiting = np.where(waiting > 0, fleet_gpus - alloc, 0)
     first = jobs[0].submit_s if jobs else 0.0
+    last = max((j.submit_s for j in jobs), default=first)
     span = max(end_s - first, 1e-9)
     by_tier = {tier: [j for j in finished if j.tenant.tier.value == tier] for tier in TIERS}
     tenants = sorted({j.tenant.name for j in jobs})
@@ -104,6 +116,11 @@ def summarize(outcome: SimOutcome, *, fleet: str, fleet_gpus: int, trace: str, p
                        for name in tenants if any(j.tenant.name == name for j in finished)},
         "makespan_s": _r(end_s - first),
         "utilization": _r(_integral(t, alloc, end_s) / (fleet_gpus * span)),
+        # over the arrival window (first to last submission), where the offered load applies;
+        # the whole run's figure also counts the tail after the last arrival
+        "utilization_arrival_window": _r(
+            _integral_between(t, alloc, first, last) / (fleet_gpus * (last - first))
+            if last > first else 0.0),
         "peak_waiting_jobs": int(waiting.max()) if waiting.size else 0,
         "preemptions": sum(j.preemptions for j in jobs),
         "lost_gpu_hours": _r(sum(j.lost_gpu_s for j in jobs) / 3600),
