@@ -10,6 +10,7 @@ import time
 from collections import Counter
 
 import httpx
+import pytest
 from test_recovery import free_port, kraft, start_server
 
 SERVICE = {
@@ -259,3 +260,39 @@ def test_a_service_the_gateway_has_not_seen_yet_is_found_not_refused(tmp_path):
 
     asyncio.run(main())
     engine.dispose()
+
+
+@pytest.mark.parametrize("router", ["least-outstanding", "round-robin", "slo-aware"])
+def test_concurrent_streams_spread_over_the_replicas_as_the_router_says(tmp_path, router):
+    """16 streams at once to a service of 4 ready replicas: each router puts 4 on each (all
+    16 were seen going to the first replica)."""
+    home = tmp_path / "home"
+    acme = token(home, "acme")
+    port = free_port()
+    server = start_server(home, port, None)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}",
+                          headers={"Authorization": f"Bearer {acme}"}, timeout=60)
+    fixed = {**SERVICE, "router": router, "replicas": {"min": 4, "max": 4},
+             "autoscale": {"enabled": False}}
+    try:
+        assert client.post("/v1/services", json=fixed).status_code == 201
+        wait_for(client, lambda s: sum(r["ready"] for r in s["replicas"]) == 4,
+                 "four replicas ready")
+        results, go = [], threading.Barrier(16)
+
+        def one():
+            go.wait()
+            stream(client, results, tokens=40)  # ~1 s each: all 16 in flight together
+        pool = [threading.Thread(target=one) for _ in range(16)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        assert all(ok for ok, _, _ in results), results
+        per_replica = Counter(rep for _, rep, _ in results)
+        assert sorted(per_replica.values()) == [4, 4, 4, 4], per_replica
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(timeout=15)
+        stop_leftovers(home)
