@@ -108,3 +108,42 @@ def test_latency_weigher_puts_work_near_its_users(federation):
     assert sites["enterprises"] == {"virginia"}  # us-east: 5 ms
     assert sites["eu-startups"] == {"frankfurt"}  # eu-central: 3 ms
     assert sites["lab"] == {"kristiansand"}  # eu-north, Norway only: 8 ms against narvik's 15
+
+
+def test_load_says_what_each_tenant_can_reach_and_can_be_relative_to_it():
+    """Two 8-GPU sites, NO and US; tenant `no` may use NO only, `any` both. The trace: 4 jobs
+    over 100 s, `no` 2 x (4 GPUs x 100 s), `any` 2 x (4 GPUs x 100 s): 1,600 GPU-s. On the
+    fleet (16 GPUs) the offered load is 1,600 / (16 x 100) = 1.0; `no` alone reaches 8 GPUs and
+    offers 800 / (8 x 100) = 1.0 there, `any` 800 / (16 x 100) = 0.5."""
+    import pyarrow as pa
+    from helpers import fleet
+
+    from kraft.sim.traces.canonical import finish
+    from kraft.spec.models import TenantsSpec
+
+    two = fleet(nodes=1, gpus=8, sites=[
+        {"name": "oslo", "country": "NO", "jurisdiction": "EEA", "grid_zone": "NO-NO1"},
+        {"name": "ohio", "country": "US", "jurisdiction": "US", "grid_zone": "US-MIDA-PJM"}])
+    tenants = TenantsSpec.model_validate({"tenants": [
+        {"name": "no", "match": ["n"], "residency": {"countries": ["NO"]}}],
+        "default": {"name": "any"}})
+    from collections import Counter
+    trace = finish("t", pa.table({"job_id": ["a", "b", "c", "d"],
+                                  "submit_s": [0.0, 0.0, 50.0, 100.0],
+                                  "duration_s": [100.0] * 4, "gpus": [4] * 4,
+                                  "tenant": ["n", "x", "n", "x"]}), "t", 4, Counter())
+    ld = simulate(two, tenants, trace, "fifo").results["load"]
+    assert ld["offered"] == 1.0 and ld["basis"] == "fleet" and ld["reachable_gpus"] == 16
+    assert ld["per_tenant"] == {"any": {"reachable_gpus": 16, "offered": 0.5},
+                                "no": {"reachable_gpus": 8, "offered": 1.0}}
+    assert ld["arrival_window_h"] == round(100 / 3600, 3)
+    # only NO reachable: relative to its 8 GPUs, load 0.5 stretches arrivals 4x, not 2x
+    only_no = TenantsSpec.model_validate({"tenants": [], "default": {
+        "name": "no", "residency": {"countries": ["NO"]}}})
+    on_fleet = simulate(two, only_no, trace, "fifo", load=0.5).results["load"]
+    on_reach = simulate(two, only_no, trace, "fifo", load=0.5,
+                        load_basis="reachable").results["load"]
+    assert on_fleet["time_factor"] == 2.0 and on_fleet["offered_reachable"] == 1.0
+    assert on_reach["time_factor"] == 4.0 and on_reach["offered_reachable"] == 0.5
+    with pytest.raises(ValueError, match="--load-basis 'sites'"):
+        simulate(two, only_no, trace, "fifo", load=0.5, load_basis="sites")

@@ -82,6 +82,9 @@ UtilOpt = Annotated[float, typer.Option(help="GPU utilisation of busy GPUs for p
 FlexGpusOpt = Annotated[int, typer.Option(
     help="jobs of at most this many GPUs are flexible (where the trace says nothing)")]
 WindowOpt = Annotated[float, typer.Option(help="flexibility window of flexible jobs, hours")]
+LoadBasisOpt = Annotated[str, typer.Option(
+    help="what --load is relative to: fleet (all its GPUs) or reachable (the GPUs on sites the "
+         "trace's tenants may use, by their residency; docs/traces.md)")]
 ViewOpt = Annotated[str, typer.Option(
     "-o", "--view", help="table: the columns that fit 100 terminal columns; wide: all of them "
                          "(percentiles, lost and fragmented GPU-hours, decision times)")]
@@ -159,7 +162,8 @@ def _setup(policies: list[str], fleet: str, tenants: str | None, trace: str,
 
 
 def _run(fleet_spec, tenants_spec, trace, policy, load, seed, defaults, config, energy,
-         label=None, shift_by=None, prefer=None, failures=None, options=None):
+         label=None, shift_by=None, prefer=None, failures=None, options=None,
+         load_basis="fleet"):
     """One replay; `options` (kraft.sched.build.SchedulingOptions), where given, is the
     whole scheduler's configuration and overrides policy, config, shift_by and prefer."""
     from kraft.sim.run import simulate
@@ -176,7 +180,31 @@ def _run(fleet_spec, tenants_spec, trace, policy, load, seed, defaults, config, 
         return simulate(fleet_spec, tenants_spec, trace, policy, load=load, seed=seed,
                         defaults=defaults, config=config, energy=energy,
                         shift_by=shift_by, prefer=prefer, failures=failures,
-                        progress=lambda n: bar.advance(task, n), **extra)
+                        load_basis=load_basis, progress=lambda n: bar.advance(task, n), **extra)
+
+
+def load_note(res: dict) -> str | None:
+    """How to read the offered load, where the figure alone misleads: tenants that reach only
+    part of the fleet, or an arrival window shorter than the longest job (a burst)."""
+    ld = res["load"]
+    if "reachable_gpus" not in ld:
+        return None
+    said = []
+    fleet_gpus = res["fleet_gpus"]
+    narrow = {name: t for name, t in ld["per_tenant"].items()
+              if t["reachable_gpus"] < fleet_gpus}
+    if narrow:
+        said.append("residency: " + ", ".join(
+            f"{name} reaches {t['reachable_gpus']:,} GPUs (offered {t['offered']:.2f} there)"
+            for name, t in narrow.items()) + f"; all tenants together reach "
+            f"{ld['reachable_gpus']:,} of {fleet_gpus:,} (offered {ld['offered_reachable']:.2f})")
+    if ld["longest_job_h"] > ld["arrival_window_h"] > 0:
+        said.append(f"the jobs arrive within {ld['arrival_window_h']:,.1f} h but the longest "
+                    f"runs {ld['longest_job_h']:,.1f} h: much of the work runs after the last "
+                    f"arrival, so utilisation over the run is far below the offered load (util "
+                    f"arrivals is the figure it applies to)")
+    return ("load = GPU-seconds demanded / (GPUs x arrival window); " + "; ".join(said)
+            if said else None)
 
 
 def _wide(view: str) -> bool:
@@ -255,6 +283,7 @@ def simulate(
         help="a maintenance plan to replay: CSV target,start_h,end_h[,reason] "
              "(docs/operator.md)")] = None,
     view: ViewOpt = "table",
+    load_basis: LoadBasisOpt = "fleet",
 ) -> None:
     """Replay a trace on a fleet under one policy and print the results."""
     from dataclasses import replace
@@ -274,13 +303,15 @@ def simulate(
 
     model = FailureModel(parse_rate(failures), seed) if failures else None
     run = _run(fleet_spec, tenants_spec, loaded, policy, load, seed, defaults, None, books,
-               failures=model, options=options)
+               failures=model, options=options, load_basis=load_basis)
     r = run.results
     console.print(f"[bold]{loaded.name}[/] on [bold]{fleet_spec.name}[/] "
                   f"({r['fleet_gpus']} GPUs), "
                   f"{r['jobs']['submitted']} jobs, offered load {r['load']['offered']:.2f}, "
                   f"policy {policy}; {r['jobs']['finished']} finished, "
                   f"{r['jobs']['rejected']} rejected", highlight=False)
+    if load_note(r):
+        console.print(load_note(r), style="dim", highlight=False)
     if "maintenance" in r:
         console.print(f"maintenance plan: {r['maintenance']['windows']} window(s), "
                       f"{r['maintenance']['node_hours']:,.1f} node-hours out of service",
@@ -348,6 +379,7 @@ def compare(
     report: Annotated[Optional[Path], typer.Option(
         help="also write an HTML report comparing the policies here")] = None,
     view: ViewOpt = "table",
+    load_basis: LoadBasisOpt = "fleet",
 ) -> None:
     """Run several policies on the same trace and fleet; print one table."""
     from kraft.report.tables import energy_table, results_table
@@ -359,7 +391,7 @@ def compare(
     rows, scenarios = [], []
     for name in names:
         run = _run(fleet_spec, tenants_spec, loaded, name, load, seed, defaults,
-                   SchedulerConfig(scan_depth=scan_depth), books)
+                   SchedulerConfig(scan_depth=scan_depth), books, load_basis=load_basis)
         rows.append((name, run.results, run.timing))
         if out is not None:
             _write(out / _dir_name(name), run)
@@ -370,6 +402,8 @@ def compare(
     first = rows[0][1]
     title = (f"{loaded.name} on {fleet_spec.name} ({first['fleet_gpus']} GPUs), "
              f"{first['jobs']['submitted']} jobs, offered load {first['load']['offered']:.2f}")
+    if load_note(first):
+        console.print(load_note(first), style="dim", highlight=False)
     _print_results(results_table(rows, title, lower_bound=first, wide=_wide(view)))
     if "energy" in first:
         console.print(energy_table([(label, res) for label, res, _ in rows],

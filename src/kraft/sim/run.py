@@ -13,7 +13,7 @@ from kraft.sim.engine import SimOutcome, Simulator
 from kraft.sim.failures import FailureModel, failure_figures
 from kraft.sim.metrics import decision_time, summarize
 from kraft.sim.traces.canonical import Trace
-from kraft.sim.workload import JobDefaults, build_jobs, offered_load
+from kraft.sim.workload import JobDefaults, build_jobs, offered_load, reach
 from kraft.spec.models import FleetSpec, TenantsSpec
 
 
@@ -36,9 +36,16 @@ def simulate(fleet: FleetSpec, tenants: TenantsSpec, trace: Trace, policy: str, 
              forecast: str = "oracle",
              failures: FailureModel | None = None,
              maintenance: tuple[tuple[str, float, float], ...] = (),
+             load_basis: str = "fleet",
              progress: Callable[[int], None] | None = None) -> SimRun:
+    """`load_basis`: what `load` is relative to, the fleet's GPUs or only those on sites the
+    trace's tenants may use (`reachable`; docs/traces.md)."""
     cluster = ClusterState(fleet)
-    jobs, tenant_states, factor = build_jobs(trace, tenants, defaults, cluster.total_gpus, load)
+    if load_basis not in ("fleet", "reachable"):
+        raise ValueError(f"--load-basis {load_basis!r}? Use fleet or reachable")
+    basis_gpus = (reach(trace, tenants, fleet)["reachable_gpus"] or cluster.total_gpus
+                  if load_basis == "reachable" else cluster.total_gpus)
+    jobs, tenant_states, factor = build_jobs(trace, tenants, defaults, basis_gpus, load)
     options = SchedulingOptions(policy, policy_params or {}, config, shift_by, prefer, forecast,
                                 maintenance)
     scheduler = make_scheduler(cluster, tenant_states.values(), options, energy)
@@ -47,6 +54,7 @@ def simulate(fleet: FleetSpec, tenants: TenantsSpec, trace: Trace, policy: str, 
                         trace=trace.name, policy=policy, seed=seed, load_target=load,
                         load_offered=offered_load(trace, cluster.total_gpus) / factor,
                         time_factor=factor, dropped_rows=dict(trace.dropped))
+    results["load"].update(basis=load_basis, **reach(trace, tenants, fleet, factor))
     if failures is not None:
         results["failures"] = failure_figures(outcome.jobs, failures)
     if maintenance:

@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 
 from kraft.sched.job import Job, TenantState
 from kraft.sim.traces.canonical import Trace
-from kraft.spec.models import TenantsSpec
+from kraft.spec.models import FleetSpec, TenantsSpec
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,38 @@ def offered_load(trace: Trace, fleet_gpus: int) -> float:
     demand = float(pc.sum(pc.multiply(t["gpus"].cast("double"), t["duration_s"])).as_py())
     span = float(pc.max(t["submit_s"]).as_py() - pc.min(t["submit_s"]).as_py())
     return demand / (fleet_gpus * span) if span > 0 else float("inf")
+
+
+def reach(trace: Trace, tenants: TenantsSpec, fleet: FleetSpec, factor: float = 1.0) -> dict:
+    """How the offered load reads on a fleet whose tenants may use only some sites: per
+    tenant of the trace, the GPUs its residency lets it reach and its own offered load on
+    them; the union of those GPUs and the load on it; and the arrival window (after `factor`)
+    beside the longest job, since a window shorter than the jobs makes a burst, not a steady
+    load, whatever the figure says."""
+    t = trace.table
+    demand: dict[str, float] = {}
+    for name, gpus, dur in zip(t["tenant"].to_pylist(), t["gpus"].to_pylist(),
+                               t["duration_s"].to_pylist()):
+        owner = tenants.resolve(name).name
+        demand[owner] = demand.get(owner, 0.0) + gpus * dur
+    specs = {spec.name: spec for spec in tenants.all}
+    span_s = (float(pc.max(t["submit_s"]).as_py() - pc.min(t["submit_s"]).as_py()) * factor
+              if t.num_rows > 1 else 0.0)
+    per_tenant, reachable = {}, set()
+    for name, gpu_s in sorted(demand.items()):
+        sites = [x for x in fleet.sites if specs[name].residency.allows(x)]
+        reachable |= {x.name for x in sites}
+        gpus = sum(x.gpu_count for x in sites)
+        per_tenant[name] = {"reachable_gpus": gpus, "offered": round(
+            gpu_s / (gpus * span_s), 3) if gpus and span_s else None}
+    union = sum(x.gpu_count for x in fleet.sites if x.name in reachable)
+    total = sum(demand.values())
+    return {"reachable_gpus": union,
+            "offered_reachable": round(total / (union * span_s), 3) if union and span_s
+            else None,
+            "per_tenant": per_tenant, "arrival_window_h": round(span_s / 3600, 3),
+            "longest_job_h": round(float(pc.max(t["duration_s"]).as_py()) / 3600, 3)
+            if t.num_rows else 0.0}
 
 
 def build_jobs(trace: Trace, tenants: TenantsSpec, defaults: JobDefaults,
