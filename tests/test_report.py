@@ -29,11 +29,27 @@ def test_report_opens_offline_with_every_plot_drawn(tmp_path):
     try:
         driver.get(page.as_uri())
         plots, drawn = plots_drawn(driver)
-        assert plots == 4 and drawn == 4, (plots, drawn)
+        assert plots == 5 and drawn == 5, (plots, drawn)
         assert console_errors(driver) == []
         body = driver.find_element("tag name", "body").text
-        assert all(name in body for name in tenants)
+        assert all(name in driver.page_source for name in tenants)  # folded, per scenario
         assert "Scenarios" in body and "fifo" in body and "las" in body
+        # one run: a header naming it, axis labels, a per-tier table; kWh and kgCO2e apart
+        one = tmp_path / "one.html"
+        r = CliRunner().invoke(app, ["report", "html", str(tmp_path / "fifo"), "-o", str(one)])
+        assert r.exit_code == 0, r.output
+        driver.get(one.as_uri())
+        body = driver.find_element("tag name", "body").text
+        assert "fleet philly-mini (352 GPUs), trace philly-sample (10,281 jobs), policy fifo, " \
+               "offered load 0.80, --load 0.8" in body, body[:400]
+        assert "By tier" in body and "reserved" in body and all(t in body for t in tenants)
+        titles = driver.execute_script("""return [...document.querySelectorAll(
+            '[class^=g-y], [class^=g-x]')].filter(t => /title/.test(t.getAttribute('class')))
+            .map(t => t.textContent)""")  # every axis title, secondary axes' included
+        for axis in ("GPUs allocated", "jobs waiting", "facility kWh / h", "kgCO2e / h",
+                     "grid gCO2e/kWh", "day of the run"):
+            assert any(axis in t for t in titles), (axis, titles)
+        assert console_errors(driver) == []
         # kraft compare writes the same kind of report
         cmp = tmp_path / "compare.html"
         r = CliRunner().invoke(app, ["compare", "--policies", "fifo,srtf", "--load", "0.8",
@@ -41,7 +57,9 @@ def test_report_opens_offline_with_every_plot_drawn(tmp_path):
         assert r.exit_code == 0, r.output
         driver.get(cmp.as_uri())
         plots, drawn = plots_drawn(driver)
-        assert plots == drawn == 2  # allocation and JCT; no energy books asked
+        assert plots == drawn == 3  # allocation, queue and JCT; no energy books asked
+        # fifo's queue dwarfs srtf's: a log axis, so srtf's is not a flat line at zero
+        assert "jobs waiting (log; 0.5 = none)" in cmp.read_text()
         assert console_errors(driver) == []
         assert "srtf" in driver.find_element("tag name", "body").text
     finally:

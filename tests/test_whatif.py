@@ -40,13 +40,28 @@ def test_twelve_scenarios_table_report_and_resume(tmp_path):
     # same arrivals on a bigger fleet: FIFO's queue shrinks
     assert by[("fifo", 64, 1.0)]["jct_mean_h"] < by[("fifo", 0, 1.0)]["jct_mean_h"]
 
+    # every scenario named by what varies, not by its ~130-character id
+    page = (out / "report.html").read_text()
+    assert "fifo, gpus_added=64, reservation_scale=2" in page
+    assert rows[0]["id"] not in page
+    # why adding GPUs raised preemptions, said with its cause
+    assert "64 GPUs added: preemptions" in r.output
+    assert "a reserved tenant taking back GPUs lent to others" in page
     driver = chrome()
     try:
         driver.get((out / "report.html").as_uri())
         plots, drawn = plots_drawn(driver)
-        assert plots == drawn == 4
+        assert plots == drawn == 5  # allocation (small multiples), queue, JCT, energy, power
         assert console_errors(driver) == []
-        assert all(row["id"] in driver.page_source for row in rows)
+        # readable at 1,400 pixels: nothing wider than the window, no plot squeezed by its
+        # legend (they were ~130 px wide beside legends of 130-character names)
+        page_px = driver.execute_script("return document.documentElement.scrollWidth")
+        assert page_px <= 1400, page_px
+        plot_px = driver.execute_script("""return [...document.querySelectorAll(
+            '.js-plotly-plot')].map(p => p.querySelector('.bglayer rect')
+            ?.getBoundingClientRect().width || 0)""")  # each plot's first drawing area
+        assert min(plot_px) >= 300 and max(plot_px) >= 1000, plot_px
+        driver.save_screenshot(str(tmp_path / "report.png"))  # kept beside the test's output
     finally:
         driver.quit()
 

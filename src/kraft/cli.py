@@ -530,9 +530,13 @@ def whatif(
     for r in rows:
         table.add_row(*[str(r[c]) for c in cols])
     console.print(table)
+    notes = w.explain_preemptions(rows)
+    for note in notes:
+        console.print(note, highlight=False)
+    names = w.labels(scenarios)
     try:
-        page = render([load_scenario(out / s["id"], s["id"]) for s in scenarios],
-                      f"what-if: {spec.name}")
+        page = render([load_scenario(out / s["id"], names[s["id"]]) for s in scenarios],
+                      f"what-if: {spec.name}", notes)
     except SpecError as e:
         _fail(str(e))
     (out / "report.html").write_text(page)

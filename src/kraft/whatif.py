@@ -165,10 +165,59 @@ def summary_rows(out: Path, scenarios: list[dict]) -> list[dict]:
             "id": s["id"], "fleet": s["fleet"], "trace": s["trace"], "policy": s["policy"],
             **s["params"], "fleet_gpus": r["fleet_gpus"],
             "jct_mean_h": round(r["overall"]["jct_s"]["mean"] / 3600, 3),
+            "queued_mean_h": round(r["overall"]["queue_delay_s"]["mean"] / 3600, 3),
             "slowdown": r["overall"]["slowdown"], "utilization": r["utilization"],
             "preemptions": r["preemptions"],
+            "preemptions_by_cause": r.get("preemptions_by_cause", {}),
             "failures": r.get("failures", {}).get("interruptions", 0),
             "facility_mwh": round(sum(v["facility_kwh"] for v in site.values()) / 1e3, 3),
             "carbon_location_t": round(sum(v["carbon_location_kg"] for v in site.values())
                                        / 1e3, 3)})
     return rows
+
+
+def labels(scenarios: list[dict]) -> dict[str, str]:
+    """Each scenario's name by what varies across the sweep only (fleet, trace, policy, the
+    swept parameters): `fifo, gpus_added=64` rather than its ~130-character id."""
+    varies = [k for k in ("fleet", "trace", "policy") if len({s[k] for s in scenarios}) > 1]
+    swept = [k for k in PARAMS if len({s["params"][k] for s in scenarios}) > 1]
+    out = {}
+    for s in scenarios:
+        parts = [s[k] for k in varies] + [f"{k}={s['params'][k]:g}" for k in swept]
+        out[s["id"]] = ", ".join(parts) or s["policy"]
+    return out
+
+
+CAUSES = {"reservation": "a reserved tenant taking back GPUs lent to others",
+          "node out of service": "nodes taken out of service",
+          "operator": "the operator"}
+
+
+def explain_preemptions(rows: list[dict]) -> list[str]:
+    """Where adding GPUs raised preemptions, say by which cause and why: a bigger fleet leaves
+    less work waiting, so more of it runs on GPUs lent from a reservation when the reserved
+    tenant's jobs arrive, and the reservation takes them back."""
+    said = []
+    key = ("fleet", "trace", "policy", *(k for k in PARAMS if k != "gpus_added"))
+    named = [k for k in key if len({str(r[k]) for r in rows}) > 1 and k != "policy"]
+    base = {tuple(r[k] for k in key): r for r in rows if r["gpus_added"] == 0}
+    for r in rows:
+        b = base.get(tuple(r[k] for k in key))
+        if b is None or r is b or r["preemptions"] < max(1.2 * b["preemptions"],
+                                                         b["preemptions"] + 10):
+            continue
+        before, after = b["preemptions_by_cause"], r["preemptions_by_cause"]
+        causes = sorted(after, key=lambda c: after[c] - before.get(c, 0), reverse=True)
+        top = causes[0] if causes else None
+        what = (CAUSES.get(top, f"{top}'s own ranking (a preemptive policy)") if top
+                else "unknown causes")
+        why = (f" With {r['gpus_added']} GPUs more, less work waits (queueing delay "
+               f"{b['queued_mean_h']:.2f} h -> {r['queued_mean_h']:.2f} h mean), so more of it "
+               f"is running on lent GPUs when the reserved tenant's jobs arrive."
+               if top == "reservation" else "")
+        where = "".join(f", {k}={r[k]:g}" if isinstance(r[k], float | int) else f", {r[k]}"
+                        for k in named)
+        said.append(f"{r['policy']}{where}, {r['gpus_added']} GPUs added: preemptions "
+                    f"{b['preemptions']:,} -> {r['preemptions']:,}, "
+                    f"{after.get(top, 0) - before.get(top, 0):+,} of them by {what}.{why}")
+    return said

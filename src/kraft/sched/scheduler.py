@@ -78,6 +78,9 @@ class Scheduler:
         self._ranked: dict[tuple, tuple[Pool, ...]] = {}
         self._now = 0.0
         self.out_why: dict[int, set[str]] = {}  # node -> why it is out (operator, maintenance)
+        # preemptions by cause: "reservation" (reclaiming GPUs lent to other tenants), the
+        # policy's name (its own ranking), "node out of service", "operator"
+        self.preempted_by: Counter[str] = Counter()
         self.windows: list[tuple[float, float, int]] = []  # maintenance: (start, end, node)
         self.tenants = {t.name: t for t in tenants}
         self.reserved = [t for t in self.tenants.values() if t.reserved_gpus > 0]
@@ -432,6 +435,7 @@ class Scheduler:
         if job.gpus * pool.extra_w_per_gpu > pool.power.headroom_w + freed_w:
             return None  # the GPUs would be free but the site's power budget would not hold
         reason = f"waiting: preempted for job {job.id} of {job.tenant.name!r} ({why})"
+        self.preempted_by[why] += len(needed)
         for victim in needed:
             ran_in, ran_on, attempt = victim.pool, victim.placement, victim.epoch
             self._preempt(victim, now, reason)
@@ -618,6 +622,7 @@ class Scheduler:
                 job.reason = f"waiting: {reason}: requeued from its last checkpoint"
             else:
                 self._preempt(job, now, f"waiting: preempted: {reason}")
+                self.preempted_by["node out of service"] += 1
             out.append(Decision("fail" if failure else "preempt", job, job.reason, pool,
                                 placement, attempt))
         return out
@@ -651,6 +656,7 @@ class Scheduler:
         """Stop a running job at the operator's word; it requeues with its checkpoint."""
         pool, placement, attempt = job.pool, job.placement, job.epoch
         self._preempt(job, now, reason)
+        self.preempted_by["operator"] += 1
         return Decision("preempt", job, reason, pool, placement, attempt)
 
     def _preempt(self, job: Job, now: float, reason: str) -> None:

@@ -55,6 +55,7 @@ def simulate(fleet: FleetSpec, tenants: TenantsSpec, trace: Trace, policy: str, 
                         load_offered=offered_load(trace, cluster.total_gpus) / factor,
                         time_factor=factor, dropped_rows=dict(trace.dropped))
     results["load"].update(basis=load_basis, **reach(trace, tenants, fleet, factor))
+    results["preemptions_by_cause"] = dict(sorted(scheduler.preempted_by.items()))
     if failures is not None:
         results["failures"] = failure_figures(outcome.jobs, failures)
     if maintenance:
