@@ -292,7 +292,8 @@ def _compare(scenarios: list[Scenario]) -> str:
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1300px}
 .scroll{overflow-x:auto;max-width:100%}p.run{margin:.3em 0}details{margin:.5em 0}
 table{border-collapse:collapse;margin:1em 0;font-size:.9em}
-td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}"""
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}
+td:first-child,th:first-child{text-align:left}"""
 
 
 def render(scenarios: list[Scenario], title: str = "Kraft report",
