@@ -202,3 +202,17 @@ def test_replicas_share_the_fleet_with_training_and_preempt_spot_work():
     assert beside["preemptions"] >= 2 * res.figures["replicas_peak"]  # 8 GPUs = 2 jobs each
     assert beside["jct_mean_h"] > alone["jct_mean_h"]
     assert beside["per_tier"]["spot"]["jobs"] == n
+
+
+def test_with_training_example_shows_a_cost_or_says_why_not():
+    """The documented example used to print two identical rows with no word why."""
+    base = ["infer", "simulate", "--trace", "azure-conv", "--replicas", "8", "--autoscale",
+            "--rate-scale", "4", "--with-training", "philly-sample"]
+    quiet = CliRunner().invoke(app, [*base, "--at-hour", "720"])
+    assert quiet.exit_code == 0, quiet.output
+    assert "serving changed nothing for training" in " ".join(quiet.output.split())
+    busy = CliRunner().invoke(app, [*base, "--training-load", "4", "--at-hour", "6", "--json"])
+    assert busy.exit_code == 0, busy.output
+    shared = json.loads(busy.output)["shared_fleet"]
+    assert (shared["training_beside_service"]["preemptions"]
+            > shared["training_alone"]["preemptions"])

@@ -182,3 +182,11 @@ def simulate(
             t.add_row(label, f"{x['jobs']:,}", f"{x['jct_mean_h']:.3f}", f"{x['preemptions']:,}",
                       f"{x['lost_gpu_hours']:,.1f}")
         console.print(t)
+        if shared["training_alone"] == shared["training_beside_service"]:
+            console.print(
+                f"serving changed nothing for training: the service reserved up to "
+                f"{shared['service_peak_gpus']:,} GPUs and used {shared['service_gpu_hours']:,.1f}"
+                f" GPU-hours over {shared['service_hours']:.2f} h from hour {at_hour:g}, of "
+                f"{shared['fleet_gpus']:,}, and training's jobs found GPUs free then. Serve "
+                f"while training fills the fleet (a higher --training-load, an --at-hour "
+                f"inside its arrivals) to see the cost; docs/inference.md", highlight=False)

@@ -77,4 +77,12 @@ def with_training(service: InferenceServiceSpec, fleet: FleetSpec, result: Infer
     return {"training_alone": _training(alone, name),
             "training_beside_service": _training(beside, name),
             "replica_jobs": len(spans), "replicas_started": len(waited),
-            "replica_wait_max_s": max(waited, default=0.0), "at_s": at_s, "policy": policy}
+            "replica_wait_max_s": max(waited, default=0.0), "at_s": at_s, "policy": policy,
+            # what serving held, beside what training had: why it may change nothing
+            "service_gpu_hours": round(sum(service.tp * (b - a) for a, b in spans) / 3600, 3),
+            "service_peak_gpus": service.replicas.max * service.tp,
+            "service_hours": round((max((b for _, b in spans), default=0.0)
+                                    - min((a for a, _ in spans), default=0.0)) / 3600, 3),
+            "training_gpu_hours": round(sum(j.gpus * j.duration_s for j in alone.outcome.jobs)
+                                        / 3600, 3),
+            "fleet_gpus": fleet.gpu_count}
