@@ -19,11 +19,12 @@ def add_health_routes(app: FastAPI, engine, Session,
     """`loop_alive`: whether this process's own loop thread runs (SQLite); None where the loop
     runs in a process of its own (PostgreSQL: any instance's, under the lease)."""
 
-    @app.get("/healthz")
+    # not in the OpenAPI document: probes take no input and no token, as the dashboard page
+    @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", include_in_schema=False)
     def readyz() -> JSONResponse:
         checks: dict[str, str] = {}
         try:
