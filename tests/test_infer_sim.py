@@ -206,7 +206,7 @@ def test_replicas_share_the_fleet_with_training_and_preempt_spot_work():
 
 def test_with_training_example_shows_a_cost_or_says_why_not():
     """The documented example used to print two identical rows with no word why."""
-    base = ["infer", "simulate", "--trace", "azure-conv", "--replicas", "8", "--autoscale",
+    base = ["infer", "simulate", "--replicas", "8", "--autoscale",  # the bundled sample
             "--rate-scale", "4", "--with-training", "philly-sample"]
     quiet = CliRunner().invoke(app, [*base, "--at-hour", "720"])
     assert quiet.exit_code == 0, quiet.output
