@@ -310,8 +310,8 @@ def simulate(
                   f"{r['jobs']['submitted']} jobs, offered load {r['load']['offered']:.2f}, "
                   f"policy {policy}; {r['jobs']['finished']} finished, "
                   f"{r['jobs']['rejected']} rejected", highlight=False)
-    if load_note(r):
-        console.print(load_note(r), style="dim", highlight=False)
+    if note := load_note(r):
+        console.print(note, style="dim", highlight=False)
     if "maintenance" in r:
         console.print(f"maintenance plan: {r['maintenance']['windows']} window(s), "
                       f"{r['maintenance']['node_hours']:,.1f} node-hours out of service",
@@ -402,8 +402,8 @@ def compare(
     first = rows[0][1]
     title = (f"{loaded.name} on {fleet_spec.name} ({first['fleet_gpus']} GPUs), "
              f"{first['jobs']['submitted']} jobs, offered load {first['load']['offered']:.2f}")
-    if load_note(first):
-        console.print(load_note(first), style="dim", highlight=False)
+    if note := load_note(first):
+        console.print(note, style="dim", highlight=False)
     _print_results(results_table(rows, title, lower_bound=first, wide=_wide(view)))
     if "energy" in first:
         console.print(energy_table([(label, res) for label, res, _ in rows],

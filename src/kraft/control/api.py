@@ -368,7 +368,8 @@ def create_app(engine, data_dir: Path, plane=None, tick_s: float = 0.05,
     add_node_routes(app, engine, Session, Operator,
                     live_books.cluster if live_books is not None else None)
     add_usage_routes(app, Session, Tenant, Operator, own, live_books)
-    add_dashboard(app, Session, Operator, collector)
+    add_dashboard(app, Session, Operator, collector,
+                  live_books.cluster if live_books is not None else None)
     add_inference_routes(app, engine, Tenant, audit, gateway)
     add_health_routes(app, engine, Session,
                       (lambda: bool(loop) and loop[0].is_alive()) if plane is not None else None)

@@ -31,8 +31,9 @@ def _plotly_js() -> str:
     return get_plotlyjs()
 
 
-def add_dashboard(app: FastAPI, Session, Operator, collector) -> None:
-    cluster = ClusterState(collector.fleet) if collector is not None else None
+def add_dashboard(app: FastAPI, Session, Operator, collector,
+                  cluster: ClusterState | None = None) -> None:
+    """`cluster`: the served fleet's, shared with the node routes (one copy per process)."""
 
     @app.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
