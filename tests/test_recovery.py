@@ -78,13 +78,18 @@ def seconds_to_gone(client, job_id, alive, timeout=30) -> float:
     raise AssertionError(f"job {job_id}: {'never stopped' if stopped_at is None else 'alive'}")
 
 
-@pytest.fixture
-def live(db_url, tmp_path):
+def acme(db_url: str, tmp_path: Path) -> tuple[Path, str | None, str]:
+    """(state folder, --db or None for SQLite, token) of a tenant `acme` made by the CLI."""
     home = tmp_path / "home"
     db = None if db_url.startswith("sqlite") else db_url
     db_args = ["--db", db] if db else []
     out = kraft("admin", "tenant", "create", "acme", "--data-dir", str(home), *db_args).stdout
-    token = re.search(r"kt_[A-Za-z0-9_-]+", out).group(0)
+    return home, db, re.search(r"kt_[A-Za-z0-9_-]+", out).group(0)
+
+
+@pytest.fixture
+def live(db_url, tmp_path):
+    home, db, token = acme(db_url, tmp_path)
     port = free_port()
     servers = []
 
@@ -304,11 +309,7 @@ def test_a_crash_between_two_ranks_starts_runs_no_rank_twice(tmp_path, monkeypat
 def test_serve_says_what_it_does_and_answers_probes(db_url, tmp_path):
     """`kraft serve` logs where it listens, what recovery found (re-adopted, requeued,
     finished while down) and the loop's start; /healthz and /readyz answer without a token."""
-    home = tmp_path / "home"
-    db = None if db_url.startswith("sqlite") else db_url
-    db_args = ["--db", db] if db else []
-    out = kraft("admin", "tenant", "create", "acme", "--data-dir", str(home), *db_args).stdout
-    token = re.search(r"kt_[A-Za-z0-9_-]+", out).group(0)
+    home, db, token = acme(db_url, tmp_path)
     port = free_port()
     first = start_server(home, port, db, log=tmp_path / "first.log")
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}",
