@@ -1,10 +1,11 @@
 """Rebuild the bundled data slices from the shared data folder.
 
-    python scripts/make_bundled_data.py DATA_DIR
+    python scripts/make_bundled_data.py DATA_DIR [PART ...]   # PART: openb, philly, signals, vidur
 
-Writes src/kraft/data/fleets/openb.yaml (from Alibaba's node list) and
-src/kraft/data/traces/philly-sample.csv (one week of Philly, canonical format). The other
-bundled specs are written by hand.
+Writes src/kraft/data/fleets/openb.yaml (from Alibaba's node list),
+src/kraft/data/traces/philly-sample.csv (a 1-in-8 sample of Philly, canonical format), the
+signal slices and src/kraft/data/inference/vidur-*.csv (Vidur's per-layer and all-reduce
+timings at a few token counts and message sizes). The other bundled specs are written by hand.
 """
 
 from __future__ import annotations
@@ -91,8 +92,52 @@ def signal_slices(data: Path) -> None:
                   f"{series.filled_hours} hours filled")
 
 
+# Layers of each profiled model (their config.json, num_hidden_layers): Vidur's files give the
+# shape of one layer only.
+VIDUR_LAYERS = {"Llama-2-7b-hf": 32, "Llama-2-70b-hf": 80, "Meta-Llama-3-8B": 32,
+                "Meta-Llama-3-70B": 80, "phi-2": 32, "CodeLlama-34b-Instruct-hf": 48}
+VIDUR_TOKENS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
+VIDUR_SIZES = [2048, 10240, 34816, 133120, 526336, 2097152, 8388608, 33554432]  # bytes, ~x4 apart
+
+
+def vidur_slices(data: Path) -> None:
+    """Vidur's profiles at the token counts and message sizes above: per layer, the sum of
+    the medians of every operator but the embedding (looked up once per token, not per
+    layer); per all-reduce, the median over ranks."""
+    root = data / "inference/vidur-profiling"
+    out = OUT / "inference"
+    shape = ["n_embd", "n_expanded_embd", "n_head", "n_kv_head", "use_gated_mlp", "vocab_size"]
+    with (out / "vidur-layers.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["gpu", "model", "layers", *shape, "tp", "tokens", "layer_ms"])
+        for path in sorted(root.glob("compute/*/*/*/mlp.csv")):
+            gpu, model = path.parts[-4], path.parts[-2]
+            rows = list(csv.DictReader(path.open()))
+            ops = [k for k in rows[0] if k.endswith(".median") and ".emb." not in k]
+            groups: dict[tuple, list[float]] = {}
+            for r in rows:
+                key = (int(r["num_tensor_parallel_workers"]), int(r["num_tokens"]))
+                groups.setdefault(key, []).append(sum(float(r[k]) for k in ops))
+            for (tp, tokens), times in sorted(groups.items()):
+                if tokens in VIDUR_TOKENS:
+                    w.writerow([gpu, model, VIDUR_LAYERS[model], *(rows[0][k] for k in shape),
+                                tp, tokens, round(float(np.median(times)), 5)])
+    with (out / "vidur-all-reduce.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["node", "workers", "size_bytes", "all_reduce_ms"])
+        for path in sorted(root.glob("network/*/all_reduce.csv")):
+            groups = {}
+            for r in csv.DictReader(path.open()):
+                key = (int(r["num_workers"]), int(r["size"]))
+                groups.setdefault(key, []).append(float(r["time_stats.all_reduce.median"]))
+            for (workers, size), times in sorted(groups.items()):
+                if size in VIDUR_SIZES:
+                    w.writerow([path.parts[-2], workers, size, round(float(np.median(times)), 5)])
+    print("vidur: per-layer and all-reduce slices written")
+
+
 if __name__ == "__main__":
-    data_dir = Path(sys.argv[1])
-    openb_fleet(data_dir)
-    philly_sample(data_dir)
-    signal_slices(data_dir)
+    parts = {"openb": openb_fleet, "philly": philly_sample, "signals": signal_slices,
+             "vidur": vidur_slices}
+    for name in sys.argv[2:] or parts:
+        parts[name](Path(sys.argv[1]))

@@ -77,7 +77,7 @@ def test_residency_places_replicas_only_on_allowed_sites():
 
 def test_slo_aware_router_avoids_the_far_site():
     fleet = load_fleet("nordic-federation")
-    svc = service(region="eu-north", slo={"ttft_ms": 400, "tpot_ms": 60, "percentile": 90})
+    svc = service(region="eu-north", slo={"ttft_ms": 150, "tpot_ms": 60, "percentile": 90})
     reqs = load_requests("azure-conv-sample").head(600)
     rr = simulate(svc, fleet, reqs, "round-robin", 5).figures
     slo = simulate(svc, fleet, reqs, "slo-aware", 5).figures
@@ -207,7 +207,7 @@ def test_replicas_share_the_fleet_with_training_and_preempt_spot_work():
 def test_with_training_example_shows_a_cost_or_says_why_not():
     """The documented example used to print two identical rows with no word why."""
     base = ["infer", "simulate", "--replicas", "8", "--autoscale",  # the bundled sample
-            "--rate-scale", "4", "--with-training", "philly-sample"]
+            "--rate-scale", "16", "--with-training", "philly-sample"]
     quiet = CliRunner().invoke(app, [*base, "--at-hour", "720"])
     assert quiet.exit_code == 0, quiet.output
     assert "serving changed nothing for training" in " ".join(quiet.output.split())

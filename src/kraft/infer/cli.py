@@ -29,9 +29,12 @@ def predict(
     batch: Annotated[int, typer.Option(min=1, max=4096)] = 16,
     prompt: Annotated[int, typer.Option(min=1, max=1_000_000, help="prompt tokens")] = 1024,
     output: Annotated[int, typer.Option(min=1, max=1_000_000, help="output tokens")] = 128,
+    engine_overhead_ms: Annotated[float, typer.Option(
+        min=0, help="the serving engine's own time per iteration (0: kernels only)")] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Prefill time, decode time per token and throughput of one replica."""
+    """Prefill time, decode time per token and throughput of one replica, beside the
+    hardware's floor."""
     from kraft.catalog import CATALOG
     from kraft.infer.latency import MODELS
     from kraft.infer.latency import predict as predict_latency
@@ -40,13 +43,44 @@ def predict(
         _fail(f"--model {model!r}: one of {', '.join(MODELS)}")
     if gpu not in CATALOG:
         _fail(f"--gpu {gpu!r}: one of {', '.join(CATALOG)}")
-    out = predict_latency(model, gpu, tp, batch, prompt, output)
+    out = predict_latency(model, gpu, tp, batch, prompt, output, engine_overhead_ms)
     if as_json:
         print(json.dumps({k: round(v, 3) for k, v in out.items()}))
         return
     console.print(f"{model} on {tp} x {gpu}, batch {batch}, prompt {prompt}: prefill "
                   f"{out['prefill_ms']:.1f} ms, decode {out['decode_ms_per_token']:.2f} ms per "
-                  f"token, {out['tokens_per_s']:,.0f} tokens/s")
+                  f"token, {out['tokens_per_s']:,.0f} tokens/s (floor: prefill "
+                  f"{out['roofline_prefill_ms']:.1f} ms, decode "
+                  f"{out['roofline_decode_ms_per_token']:.2f} ms)", highlight=False)
+
+
+@infer_app.command()
+def calibration(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """The latency model's error: held out per profiled model, and end to end against
+    SplitwiseSim."""
+    from kraft.infer.calibration import held_out_error, splitwise_error
+
+    held, splitwise = held_out_error(), splitwise_error()
+    if as_json:
+        print(json.dumps({"held_out": held, "splitwise": splitwise}))
+        return
+    table = Table(title="Layer time, each model held out of its GPU's fit (Vidur)",
+                  title_justify="left")
+    for col in ("GPU", "model", "B params", "rows", "median error", "batch-1 error"):
+        table.add_column(col, justify="left" if col in ("GPU", "model") else "right")
+    for r in held:
+        table.add_row(r["gpu"], r["model"], f"{r['params_b']:.1f}", str(r["rows"]),
+                      f"{r['median_error']:.1%}", f"{r['batch_1_error']:.1%}")
+    console.print(table)
+    table = Table(title="End to end against SplitwiseSim's engine", title_justify="left")
+    for col in ("model", "phase", "rows", "median error", "engine ms", "error with it"):
+        table.add_column(col, justify="left" if col in ("model", "phase") else "right")
+    for r in splitwise:
+        table.add_row(r["model"], r["phase"], str(r["rows"]), f"{r['median_error']:.1%}",
+                      f"{r['engine_overhead_ms']:.1f}", f"{r['median_error_with_overhead']:.1%}")
+    console.print(table)
 
 
 @infer_app.command()

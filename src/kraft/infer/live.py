@@ -252,7 +252,8 @@ class Gateway:
                 spec = InferenceServiceSpec.model_validate(row.spec)
                 svc = LiveService(row.id, row.tenant, row.name, spec, row.desired_replicas,
                                   row.deleted, router=make_router(spec.router, spec.slo.ttft_ms),
-                                  timing=ReplicaTiming(llm_model(spec.model), spec.gpu, spec.tp))
+                                  timing=ReplicaTiming(llm_model(spec.model), spec.gpu, spec.tp,
+                                                       spec.engine_overhead_ms))
                 self.services[row.id] = svc
             svc.name, svc.desired, svc.deleted = row.name, row.desired_replicas, row.deleted
             svc.starting = 0

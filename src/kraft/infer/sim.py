@@ -71,7 +71,8 @@ class _Replicas:
                  rtt: dict[str, float]):
         model = llm_model(service.model)
         self.service, self.requests, self.rtt = service, requests, rtt
-        self.timing = ReplicaTiming(model, service.gpu, service.tp)
+        self.timing = ReplicaTiming(model, service.gpu, service.tp,
+                                    service.engine_overhead_ms)
         self.kv_tokens = kv_capacity_tokens(model, service.gpu, service.tp)
         self.slots = replica_slots(service, fleet)
         self.free = [True] * len(self.slots)

@@ -73,6 +73,10 @@ class InferenceServiceSpec(_Strict):
     gpu: str = Field(description="GPU model, a name from the catalog")
     tp: int = Field(1, ge=1, le=72, description="GPUs per replica (tensor parallel)")
     max_batch: int = Field(256, ge=1, le=65_536, description="sequences decoded at once")
+    engine_overhead_ms: float = Field(
+        0.0, ge=0, le=10_000, description="the serving engine's own time per iteration "
+        "(scheduling, sampling) beside the GPU kernels; SplitwiseSim's engine took ~17 ms "
+        "per decode step (docs/inference.md)")
     slo: SloSpec
     replicas: ReplicaBounds = Field(default_factory=ReplicaBounds)
     autoscale: AutoscaleSpec = Field(default_factory=AutoscaleSpec)
