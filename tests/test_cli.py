@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import pyarrow.parquet as pq
 from typer.testing import CliRunner
@@ -204,3 +205,37 @@ def test_tables_keep_numbers_whole_at_100_columns(monkeypatch):
     assert wide.exit_code == 0 and "cycle" in wide.output and "frag" in wide.output
     bad = runner.invoke(app, ["compare", "-o", "yaml"])
     assert bad.exit_code == 2 and "-o 'yaml'? Use table or wide" in bad.output
+
+
+def _commands(group, path=()):
+    for name, cmd in group.commands.items():
+        if hasattr(cmd, "commands"):  # a group
+            yield from _commands(cmd, (*path, name))
+        else:
+            yield (*path, name), cmd
+
+
+def test_every_help_reads_at_80_columns():
+    """Rich's help at 80 columns squeezed the text into a 20-character column, cut option
+    names (`--checkpoint-interv…`) and broke sentences over a dozen lines."""
+    import typer
+
+    from kraft.cli import app
+
+    root = typer.main.get_command(app)
+    checked = 0
+    for path, cmd in _commands(root):
+        out = CliRunner().invoke(app, [*path, "--help"], terminal_width=80, env={"COLUMNS": "80"})
+        assert out.exit_code == 0, (path, out.output)
+        assert max(map(len, out.output.splitlines())) <= 80, path
+        # A line may break after a hyphen ("recent-" / "days"), as in print.
+        flat = re.sub(r"-\s+", "-", " ".join(out.output.split()))
+        for param in cmd.params:
+            if param.name != "help":
+                for opt in param.opts:
+                    assert opt in flat, (path, opt)  # whole, never cut
+                if getattr(param, "help", None):  # each help text in one piece
+                    assert re.sub(r"-\s+", "-", " ".join(param.help.split())) in flat, \
+                        (path, param.name)
+        checked += 1
+    assert checked > 40

@@ -21,6 +21,7 @@ from kraft.cli_shared import (
     ShiftOpt,
     scheduling_options,
 )
+from kraft.cliapp import command_group
 from kraft.infer.cli import infer_app
 from kraft.sched.policy import make_policy, split_policies
 from kraft.sched.scheduler import SchedulerConfig
@@ -30,11 +31,11 @@ from kraft.sim.workload import JobDefaults
 from kraft.spec.load import SpecError, bundled_dir, load_fleet, load_tenants
 from kraft.spec.models import FleetSpec, TenantsSpec
 
-app = typer.Typer(help="Kraft: control plane and digital twin for AI data centers.",
-                  pretty_exceptions_enable=False, no_args_is_help=True)
-trace_app = typer.Typer(help="Job traces: convert and inspect.", no_args_is_help=True)
+app = command_group("Kraft: control plane and digital twin for AI data centers.",
+                    pretty_exceptions_enable=False)
+trace_app = command_group("Job traces: convert and inspect.")
 app.add_typer(trace_app, name="trace")
-report_app = typer.Typer(help="Reports from simulation results.", no_args_is_help=True)
+report_app = command_group("Reports from simulation results.")
 app.add_typer(report_app, name="report")
 app.add_typer(infer_app, name="infer")
 

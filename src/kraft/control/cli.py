@@ -20,14 +20,14 @@ from rich.table import Table
 from rich.text import Text
 
 from kraft.cli_shared import DepthOpt, ParamOpt, PolicyOpt, PreferOpt, ShiftOpt
+from kraft.cliapp import command_group
 
 # Piped to a file or grep, lines are wide enough that no table cell is cut.
 console = Console(width=None if sys.stdout.isatty() else 220)
 err = Console(stderr=True)
 log = logging.getLogger("kraft.serve")
-admin_app = typer.Typer(help="Operator commands, run on the control-plane host.",
-                        no_args_is_help=True)
-tenant_app = typer.Typer(help="Tenants and their tokens.", no_args_is_help=True)
+admin_app = command_group("Operator commands, run on the control-plane host.")
+tenant_app = command_group("Tenants and their tokens.")
 admin_app.add_typer(tenant_app, name="tenant")
 
 DataDir = Annotated[Path, typer.Option(envvar="KRAFT_HOME", help="state folder (SQLite, logs)")]
@@ -475,9 +475,8 @@ def logs(job_id: int, follow: Annotated[bool, typer.Option("-f", "--follow")] = 
             time.sleep(0.5)
 
 
-service_app = typer.Typer(help="Your inference services (OpenAI-compatible endpoint at "
-                                "/v1/completions, 'model' = the service name).",
-                           no_args_is_help=True)
+service_app = command_group("Your inference services (OpenAI-compatible endpoint at "
+                            "/v1/completions, 'model' = the service name).")
 
 
 @service_app.command("create")

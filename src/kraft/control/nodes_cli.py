@@ -10,10 +10,10 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from kraft.cliapp import command_group
 from kraft.control.cli import DEFAULT_HOME, DataDir, Db, DbFile, _engine, _fail, console
 
-node_app = typer.Typer(help="Drain, resume or mark down nodes, pods or sites.",
-                       no_args_is_help=True)
+node_app = command_group("Drain, resume or mark down nodes, pods or sites.")
 Target = Annotated[str, typer.Argument(help="a node (site/pod-nNNN), a pod (site/pod) or a site")]
 Reason = Annotated[str, typer.Option(help="why: in the audit log and each affected job's events")]
 

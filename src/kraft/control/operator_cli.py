@@ -10,10 +10,10 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from kraft.cliapp import command_group
 from kraft.control.cli import DEFAULT_HOME, DataDir, Db, DbFile, _engine, _fail, console
 
-job_app = typer.Typer(help="Cancel, hold, release or requeue any tenant's job.",
-                      no_args_is_help=True)
+job_app = command_group("Cancel, hold, release or requeue any tenant's job.")
 Reason = Annotated[str, typer.Option(help="why: the tenant sees it in the job's events")]
 
 

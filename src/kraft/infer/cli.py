@@ -10,8 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-infer_app = typer.Typer(help="LLM inference: latency model and service simulation.",
-                        no_args_is_help=True)
+from kraft.cliapp import command_group
+
+infer_app = command_group("LLM inference: latency model and service simulation.")
 console = Console()
 err = Console(stderr=True)
 
