@@ -497,8 +497,11 @@ def test_two_api_processes_route_and_scale_one_service_on_their_summed_load(db_u
             t.join()
         for name, got in results.items():
             assert got and all(ok for ok, _, _ in got), (name, [r for r in got if not r[0]])
-        drained = [j for j in clients["a"].get("/v1/jobs").json() if j["state"] == "cancelled"]
-        assert len(drained) == 3
+        jobs = clients["a"].get("/v1/jobs").json()
+        # 4 -> 1 drains three; with a 1 s cooldown the autoscaler may also step down and up
+        # again on the way, which drains one more each time
+        assert len([j for j in jobs if j["state"] == "cancelled"]) >= 3
+        assert len([j for j in jobs if j["state"] == "running"]) == 1
     finally:
         for c in clients.values():
             c.close()

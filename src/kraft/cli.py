@@ -35,7 +35,8 @@ app = command_group("Kraft: control plane and digital twin for AI data centers."
                     pretty_exceptions_enable=False)
 trace_app = command_group("Job traces: convert and inspect.")
 app.add_typer(trace_app, name="trace")
-report_app = command_group("Reports from simulation results.")
+report_app = command_group("Reports: HTML of simulation results, and the regulatory "
+                           "reports from the books (docs/reporting.md).")
 app.add_typer(report_app, name="report")
 app.add_typer(infer_app, name="infer")
 
@@ -235,6 +236,10 @@ def _write(out: Path, run) -> None:
     from kraft.sim.metrics import job_table
 
     pq.write_table(job_table(run.outcome.jobs, run.job_energy), out / "jobs.parquet")
+    if run.record is not None:
+        from kraft.record import write_record
+
+        write_record(run.record, out / "record.parquet")
 
 
 def _guard(fn):
@@ -260,7 +265,7 @@ def simulate(
     load: LoadOpt = None,
     seed: SeedOpt = 0,
     out: Annotated[Optional[Path], typer.Option(
-        help="write results.json, timing.json, jobs.parquet here")] = None,
+        help="write results.json, timing.json, jobs.parquet, record.parquet here")] = None,
     data_dir: DataOpt = None,
     fmt: FormatOpt = None,
     checkpoint_interval: CkptOpt = 1800.0,
@@ -353,7 +358,8 @@ def simulate(
                   highlight=False)
     if out is not None:
         _write(out, run)
-        console.print(f"wrote {out}/results.json, timing.json, jobs.parquet")
+        extra = ", record.parquet" if run.record is not None else ""
+        console.print(f"wrote {out}/results.json, timing.json, jobs.parquet{extra}")
 
 
 @app.command()
@@ -614,67 +620,6 @@ def report_html(
     console.print(f"wrote {output} ({len(page) / 1e6:.1f} MB, {len(results)} scenario(s))")
 
 
-@report_app.command("eed")
-@_guard
-def report_eed(
-    results: Annotated[Optional[Path], typer.Option(
-        help="a folder written by kraft simulate --out")] = None,
-    db: Annotated[Optional[str], typer.Option(
-        envvar="KRAFT_DB", help="or: the live service's database (postgresql://…), for what "
-                                "ran live")] = None,
-    data_dir: Annotated[Path, typer.Option(
-        envvar="KRAFT_HOME", help="the live service's state folder (its SQLite database, "
-                                  "unless --db)")] = Path("kraft-data"),
-    period: Annotated[Optional[int], typer.Option(help="the year reported (a simulation: "
-                                                       "its signal year)")] = None,
-    site: Annotated[Optional[str], typer.Option(help="one site only")] = None,
-    fleet: Annotated[Optional[str], typer.Option(
-        help="the run's (or the served) fleet, if not bundled")] = None,
-) -> None:
-    """EU Energy Efficiency Directive indicators per site: PUE, WUE, REF, ERF (docs/energy.md),
-    from a simulation's results or from what ran live (--db, or the SQLite of --data-dir)."""
-    from rich.table import Table
-
-    from kraft.energy.eed import eed_indicators
-
-    if results is None:  # live: the attempts on record in that year
-        import datetime as dt
-
-        from kraft.control.usage_cli import live_eed
-
-        year = period or dt.datetime.now(dt.UTC).year
-        res, said, fleet_spec = live_eed(fleet, data_dir, db, None, year)
-    else:
-        path = results / "results.json"
-        if not path.exists():
-            _fail(f"{path}: not found; write one with kraft simulate --out {results}")
-        res = json.loads(path.read_text())
-        if "energy" not in res:
-            _fail(f"{path}: the run kept no energy books")
-        year = res["energy"]["signal_year"]
-        if period is not None and period != year:
-            _fail(f"{path}: the run used signal year {year}, not {period}")
-        said = f"simulated period mapped onto {year}"
-        fleet_spec = load_fleet(fleet or res["fleet"])
-    contracts = {s.name: {"renewable_share": s.contract.renewable_share}
-                 for s in fleet_spec.sites}
-    rows = eed_indicators(res, contracts)
-    if site is not None:
-        if site not in rows:
-            _fail(f"no site {site!r} in {res['fleet']}; sites: {', '.join(rows)}")
-        rows = {site: rows[site]}
-    table = Table(title=f"EED indicators, {res['fleet']}, {said}", title_justify="left")
-    for col in ("site", "zone", "IT MWh", "PUE", "WUE L/kWh", "REF", "ERF",
-                "tCO2e location", "tCO2e market"):
-        table.add_column(col, justify="left" if col in ("site", "zone") else "right")
-    for name, g in rows.items():
-        table.add_row(name, g["grid_zone"], f"{g['it_kwh'] / 1e3:,.1f}", f"{g['pue']:.3f}",
-                      f"{g['wue_l_per_kwh']:.2f}", f"{g['ref']:.2f}", f"{g['erf']:.2f}",
-                      f"{g['carbon_location_kg'] / 1e3:,.2f}",
-                      f"{g['carbon_market_kg'] / 1e3:,.2f}")
-    console.print(table)
-
-
 @trace_app.command("convert")
 @_guard
 def trace_convert(
@@ -718,8 +663,10 @@ def trace_info(
 
 
 from kraft.control.cli import register  # noqa: E402  (the live commands)
+from kraft.reporting.cli import register as register_reports  # noqa: E402
 
 register(app)
+register_reports(report_app)
 
 
 def main() -> None:  # pragma: no cover

@@ -53,3 +53,35 @@ def year_origin_s(epoch_s: float) -> float:
     """1 January 00:00 UTC of the year `epoch_s` falls in."""
     year = datetime.fromtimestamp(epoch_s, UTC).year
     return datetime(year, 1, 1, tzinfo=UTC).timestamp()
+
+
+SEGMENT_FIELDS = ("job", "attempt", "pool", "gpus", "start_s", "end_s", "ended")
+JOB_FIELDS = ("job_tenant", "job_tier", "job_name", "job_ids")
+
+
+def write_record(record: Record, path) -> None:
+    """The record as Parquet: one row per segment; the per-job lists and the clock in the
+    file's metadata (a results folder's `record.parquet`, for the reports)."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({**{k: getattr(record, k) for k in SEGMENT_FIELDS},
+                      "nodes": pa.array([list(n) for n in record.nodes]
+                                        if record.nodes else [[]] * len(record),
+                                        pa.list_(pa.string()))})
+    meta = {k: getattr(record, k) for k in JOB_FIELDS}
+    meta.update(end_of_record_s=record.end_of_record_s, origin_s=record.origin_s)
+    pq.write_table(table.replace_schema_metadata({"kraft.record": json.dumps(meta)}), path)
+
+
+def read_record(path) -> Record:
+    import json
+
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    meta = json.loads(table.schema.metadata[b"kraft.record"])
+    return Record(**{k: table[k].to_numpy() for k in SEGMENT_FIELDS},
+                  nodes=table["nodes"].to_pylist(), **meta)

@@ -63,6 +63,26 @@ def hourly_factors(site, sig: SiteSignals, hours: int
     return pue_h, ci_h, price_h
 
 
+def hour_grid(t0: float, t1: float, hours: int) -> np.ndarray:
+    """The hours' edges, clipped to the books' period [t0, t1): the first and last hours may
+    be partial."""
+    return np.clip(np.arange(hours + 1) * 3600.0, t0, t1)
+
+
+def hourly_kwh(start: np.ndarray, end: np.ndarray, power_w: np.ndarray,
+               grid: np.ndarray) -> np.ndarray:
+    """Energy in each interval of `grid` of segments drawing `power_w` from `start` to `end`:
+    the summed power as a step function, integrated exactly, in O(n log n)."""
+    if not len(start):
+        return np.zeros(len(grid) - 1)
+    t = np.concatenate([start, end])
+    dp = np.concatenate([power_w, -power_w])
+    order = np.argsort(t, kind="stable")
+    t, level = t[order], np.cumsum(dp[order])
+    energy_j = np.concatenate([[0.0], np.cumsum(level[:-1] * np.diff(t))])
+    return np.diff(np.interp(grid, t, energy_j, left=0.0, right=energy_j[-1])) / J_PER_KWH
+
+
 def books(record: Record, cluster: ClusterState, inputs: EnergyInputs,
           period: tuple[float, float] | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """The books of `record` over `period` ([t0, t1) on the record's clock; default: from 0
@@ -109,17 +129,8 @@ def books(record: Record, cluster: ClusterState, inputs: EnergyInputs,
         # The site hour by hour: idle draw of every GPU plus the busy extra of running ones.
         site_idle_w = sum(len(p.nodes) * p.gpus_per_node * idle_w[p.index]
                           for p in pools if site_of_pool[p.index] == s_i)
-        # The books cover [t0, t1): the first and last hours may be partial.
-        grid = np.clip(np.arange(hours + 1) * 3600.0, t0, t1)
-        it_h = site_idle_w * np.diff(grid) / J_PER_KWH
-        if m.any():
-            t = np.concatenate([a, b])
-            dp = np.concatenate([seg_extra_w[m], -seg_extra_w[m]])
-            order = np.argsort(t, kind="stable")
-            t, level = t[order], np.cumsum(dp[order])
-            energy_j = np.concatenate([[0.0], np.cumsum(level[:-1] * np.diff(t))])
-            cum = np.interp(grid, t, energy_j, left=0.0, right=energy_j[-1])
-            it_h += np.diff(cum) / J_PER_KWH
+        grid = hour_grid(t0, t1, hours)
+        it_h = site_idle_w * np.diff(grid) / J_PER_KWH + hourly_kwh(a, b, seg_extra_w[m], grid)
         fac_h = it_h * pue_h
         allocated_it = cols["it_kwh"][m].sum()
         total_it = float(it_h.sum())

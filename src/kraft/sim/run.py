@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from kraft.cluster.state import ClusterState
 from kraft.energy.books import EnergyInputs, books, per_job
+from kraft.record import Record
 from kraft.sched.build import SchedulingOptions, make_scheduler
 from kraft.sched.scheduler import SchedulerConfig
 from kraft.sim.engine import SimOutcome, Simulator
@@ -23,6 +24,7 @@ class SimRun:
     timing: dict  # this machine's decision times: timing.json
     outcome: SimOutcome
     job_energy: dict | None = None  # per-job energy columns, for jobs.parquet
+    record: Record | None = None  # what ran, for the reports: record.parquet
 
 
 def simulate(fleet: FleetSpec, tenants: TenantsSpec, trace: Trace, policy: str, *,
@@ -63,9 +65,9 @@ def simulate(fleet: FleetSpec, tenants: TenantsSpec, trace: Trace, policy: str, 
 
         results["maintenance"] = {"windows": len(maintenance),
                                   "node_hours": round(node_hours(cluster, maintenance), 3)}
-    job_energy = None
+    job_energy = record = None
     if energy is not None:
         record = outcome.segments.record(outcome.jobs, cluster.node_name, outcome.end_s)
         results["energy"], cols = books(record, cluster, energy)
         job_energy = per_job(record, cols)
-    return SimRun(results, decision_time(outcome), outcome, job_energy)
+    return SimRun(results, decision_time(outcome), outcome, job_energy, record)

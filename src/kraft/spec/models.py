@@ -85,6 +85,15 @@ class ContractSpec(_Strict):
     renewable_share: float = Field(0.0, ge=0.0, le=1.0)
     contract_g_per_kwh: float = Field(0.0, ge=0.0)
     residual_mix_g_per_kwh: float | None = Field(None, ge=0.0)
+    # Hourly matching (24/7 carbon-free energy, docs/reporting.md): what supply is there in
+    # each hour. Annual certificates (guarantees of origin) count for the market-based
+    # figure above, not here.
+    ppa_mw: float = Field(0.0, ge=0.0, description="carbon-free power delivered every hour "
+                                                   "under PPAs (baseload), MW")
+    onsite_mw: float = Field(0.0, ge=0.0, description="on-site carbon-free generation, MW")
+    grid_cfe_share: float = Field(
+        0.0, ge=0.0, le=1.0, description="the grid's carbon-free share, counted for what the "
+        "PPAs and on-site supply do not cover in an hour (0: not counted)")
 
     @model_validator(mode="after")
     def _residual_known(self) -> ContractSpec:
