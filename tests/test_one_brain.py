@@ -166,6 +166,36 @@ def test_the_twin_and_the_live_service_make_the_same_schedule(db_url):
         for key in ("it_kwh", "facility_kwh", "carbon_location_kg", "carbon_market_kg"):
             assert live_books["per_site"][site][key] == pytest.approx(figures[key], rel=1e-9)
     assert np.sum(sim_cols["carbon_location_kg"]) > 0
+
+    # The regulatory reports (kraft.reporting) of both records agree, field by field.
+    from kraft.reporting import make
+    from kraft.reporting.sitefile import SiteFile
+    from kraft.reporting.sources import Source
+
+    twin = Source(sim_record, cluster, energy, (0.0, outcome.end_s), 2024, "replay")
+    real = Source(live_record, live.cluster, energy, (0.0, end_s), 2024, "replay")
+    for name in ("lab", "acme", "default"):
+        want = make.tenant(twin, name)["tenants"][name]
+        got = make.tenant(real, name)["tenants"][name]
+        assert len(want["rows"]) >= 1 and want["totals"]["energy_kwh"] > 0
+        assert [(r["month"], r["site"]) for r in got["rows"]] == \
+            [(r["month"], r["site"]) for r in want["rows"]]
+        for w, g in zip(want["rows"], got["rows"]):
+            for key in ("energy_kwh", "carbon_location_kg", "carbon_market_kg", "cfe_kwh"):
+                assert g[key] == pytest.approx(w[key], rel=1e-9, abs=1e-9), (name, key)
+    eed_twin, eed_live = make.eed(twin, SiteFile()), make.eed(real, SiteFile())
+    for site, body in eed_twin["sites"].items():
+        for key, f in body["fields"].items():
+            got = eed_live["sites"][site]["fields"][key]["value"]
+            if isinstance(f["value"], float):
+                assert got == pytest.approx(f["value"], rel=1e-9), (site, key)
+            else:
+                assert got == f["value"], (site, key)
+    run_twin, run_live = make.ai_act(twin, "lab", "*"), make.ai_act(real, "lab", "*")
+    assert run_live["training_compute_flop"] == pytest.approx(
+        run_twin["training_compute_flop"], rel=1e-12)
+    assert run_live["energy_facility_kwh"] == pytest.approx(run_twin["energy_facility_kwh"])
+    assert run_live["training_time_h"] == run_twin["training_time_h"] > 0
     engine.dispose()
 
 

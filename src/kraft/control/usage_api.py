@@ -1,5 +1,7 @@
 """Usage routes: `GET /v1/usage` (a tenant's own), `GET /admin/usage` (every tenant, and the
-sites' own books), `GET /v1/jobs/{id}/attempts` (each attempt with its books)."""
+sites' own books), `GET /v1/jobs/{id}/attempts` (each attempt with its books), and the
+reports from the books (docs/reporting.md): `GET /v1/reports/tenant` and `/v1/reports/ai-act`
+(a tenant's own), `GET /admin/reports/tenant` (every tenant's)."""
 
 
 import time
@@ -13,6 +15,9 @@ from kraft.control.usage import LiveBooks, parse_time
 
 By = Literal["tenant", "site", "day", "job"]
 When = Annotated[str | None, Query(max_length=40, description="ISO date or time, UTC")]
+Year = Annotated[int | None, Query(ge=1970, le=2200, description="the year (default: this)")]
+RunPattern = Annotated[str, Query(min_length=1, max_length=200,
+                                  description="a job name, or a pattern: pretrain-7b-*")]
 
 
 def month_start(now: float) -> float:
@@ -71,3 +76,48 @@ def add_usage_routes(app, Session, Tenant, Operator, own, live: LiveBooks | None
         with Session() as s:
             own(s, job_id, who)
             return lb.attempts(s, job_id)
+
+    def report_source(s, lb, year, tenant=None):
+        from kraft.reporting.sources import from_live
+
+        try:
+            return from_live(s, lb, year, time.time(), tenant)
+        except ValueError as e:  # nothing ran in the period
+            raise HTTPException(404, str(e)) from None
+
+    def this_year() -> int:
+        return datetime.now(UTC).year
+
+    @app.get("/v1/reports/tenant")
+    def tenant_report(who: Tenant, period: Year = None) -> dict:
+        """Your energy and scope-2 kgCO2e (location- and market-based, apart) per month and
+        site, and your hourly carbon-free energy score, for a year (default: this one)."""
+        from kraft.reporting import make
+
+        lb = books()
+        with Session() as s:  # every tenant's attempts: a site's hourly match needs them
+            return make.tenant(report_source(s, lb, period or this_year()), who)
+
+    @app.get("/admin/reports/tenant")
+    def admin_tenant_report(who: Operator, period: Year = None,
+                            tenant: NameQuery = None) -> dict:
+        """Every tenant's figures (or one's) for a year."""
+        from kraft.reporting import make
+
+        lb = books()
+        with Session() as s:
+            return make.tenant(report_source(s, lb, period or this_year()), tenant)
+
+    @app.get("/v1/reports/ai-act")
+    def ai_act_report(who: Tenant, run: RunPattern) -> dict:
+        """The AI Act documentation of one of your training runs: training compute (FLOP)
+        and its method, training time, energy, and the compute lines it crosses."""
+        from kraft.reporting import make
+
+        lb = books()
+        with Session() as s:
+            src = report_source(s, lb, None, who)
+            try:
+                return make.ai_act(src, who, run)
+            except ValueError as e:
+                raise HTTPException(404, str(e)) from None

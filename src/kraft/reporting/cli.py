@@ -49,7 +49,9 @@ def _source(results, db, data_dir, period, fleet, shared, tenant=None, all_time=
     try:
         if results is not None:
             res = results / "results.json"
-            name = fleet or (json.loads(res.read_text())["fleet"] if res.exists() else "")
+            if not res.exists():
+                _fail(f"{res}: not found; write it with kraft simulate --out {results}")
+            name = fleet or json.loads(res.read_text())["fleet"]
             return from_results(results, load_fleet(name), shared, period)
         import datetime as dt
 
@@ -88,7 +90,8 @@ def _emit(report: dict, out: Path | None, as_json: bool, table) -> None:
     else:
         table()
     if out is not None:
-        console.print(f"wrote {', '.join(str(p) for p in paths)}", highlight=False)
+        console.print(f"wrote {', '.join(str(p) for p in paths)}", highlight=False,
+                      soft_wrap=True)
 
 
 def eed(results: Results = None, db: Db = None, data_dir: DataDir = None,
@@ -154,10 +157,11 @@ def tenant(results: Results = None, db: Db = None, data_dir: DataDir = None,
 
     def table():
         for name, body in report["tenants"].items():
-            t = Table("month", "site", "MWh", "kgCO2e location", "kgCO2e market", "CFE",
-                      title=f"{name}: {report['period']}", title_justify="left",
+            t = Table(title=f"{name}: {report['period']}", title_justify="left",
                       caption="two scope-2 bases, never added; CFE: the hourly-matched "
                               "carbon-free share")
+            for col in ("month", "site", "MWh", "kgCO2e location", "kgCO2e market", "CFE"):
+                t.add_column(col, justify="left" if col in ("month", "site") else "right")
             for r in body["rows"]:
                 t.add_row(r["month"], r["site"], f"{r['energy_kwh'] / 1e3:,.3f}",
                           f"{r['carbon_location_kg']:,.2f}", f"{r['carbon_market_kg']:,.2f}",
@@ -174,23 +178,34 @@ def tenant(results: Results = None, db: Db = None, data_dir: DataDir = None,
     _emit(report, out, as_json, table)
 
 
-def ai_act(tenant_name: Annotated[str, typer.Option("--tenant", help="the model's provider")],
-           run: Annotated[str, typer.Option(
+def ai_act(run: Annotated[str, typer.Option(
                help="a job name, or a pattern of the run's job names ('pretrain-7b-*')")],
+           tenant_name: Annotated[Optional[str], typer.Option(
+               "--tenant", help="the model's provider (a tenant over the API: itself)")]
+           = None,
            results: Results = None, db: Db = None, data_dir: DataDir = None,
            fleet: Fleet = None, out: Out = None, as_json: AsJson = False,
            shared_data: Shared = None) -> None:
     """EU AI Act documentation of a training run (Art. 51-53, Annex XI): training compute in
     FLOP with its method, training time, energy (modelled), and the 10^23 and 10^25 FLOP
-    lines."""
+    lines. With neither --results, --db nor --data-dir: your own run, over the API."""
     from kraft.reporting import make
 
-    src = _source(results, db, data_dir, None, fleet, shared_data, tenant_name,
-                  all_time=True)
-    try:
-        report = make.ai_act(src, tenant_name, run)
-    except ValueError as e:
-        _fail(str(e))
+    if results is None and db is None and data_dir is None:  # a tenant: its own, over the API
+        from kraft.control.cli import _check, _client
+
+        with _client() as c:
+            report = _check(c.get("/v1/reports/ai-act", params={"run": run})).json()
+    else:
+        if tenant_name is None:
+            _fail("--tenant: whose run (with --results, --db or --data-dir)")
+        src = _source(results, db, data_dir, None, fleet, shared_data, tenant_name,
+                      all_time=True)
+        try:
+            report = make.ai_act(src, tenant_name, run)
+        except ValueError as e:
+            _fail(str(e))
+    tenant_name = report["tenant"]
 
     def table():
         t = Table(title=f"AI Act: {tenant_name} / {run} ({len(report['jobs'])} jobs)",
