@@ -42,7 +42,7 @@ def nkom_record(cluster: ClusterState, site_file: SiteFile) -> dict:
                                       REF),
                 "grid_zone": field(site.grid_zone, "", "operator", REF),
                 "start_date": field(facts.commissioned.isoformat()
-                                    if facts and facts.commissioned else None, "date",
+                                    if facts and facts.commissioned else None, "",
                                     "operator", REF),
                 "subscribed_power": field(subscribed, "MW", "operator", REF),
                 "it_power_budget": field(site.it_power_budget_mw, "MW", "operator", REF),
