@@ -568,3 +568,30 @@ def test_the_engine_is_polled_at_most_a_fifth_of_the_time(tmp_path):
     plane.step()
     assert SlowEngine.polls == polls + 1 and not plane.runs
     engine.dispose()
+
+
+def test_the_null_executor_forgets_what_is_over():
+    """It kept every attempt it ever saw (~100 bytes each, millions in a long load test):
+    now only those still running; a finished one polled again (after a restart) is still
+    seen as done, from its handles."""
+    from kraft.exec.base import Rank, RunRequest
+    from kraft.exec.null import DONE, RUNNING, STOPPED, NullExecutor
+
+    clock = _Clock(1000.0)
+    ex = NullExecutor(clock)
+
+    def req(i):
+        return RunRequest(job_id=i, attempt=1, command=("sleep", str(i)),
+                          ranks=(Rank("n0", (0,)),))
+    runs = [(req(i), ex.start(req(i))) for i in range(1, 1001)]
+    ex.stop(*runs[-1])
+    clock.t += 500.5
+    polled = ex.status_many(runs)
+    assert polled.count(DONE) == 500 and polled.count(RUNNING) == 499
+    assert polled[-1] == STOPPED
+    assert len(ex.ends) == 499  # only what still runs
+    assert ex.status_many(runs[-1:]) == [STOPPED]  # stopped stays stopped
+    assert ex.status_many(runs[:1]) == [DONE]  # polled again: done, from its handle
+    clock.t += 1000
+    ex.status_many(runs)
+    assert not ex.ends

@@ -164,8 +164,9 @@ class LiveBooks:
             while day < t1:
                 lo, hi = max(day, t0), min(day + DAY_S, t1)
                 _, cols = books(rec, self.cluster, self.inputs, (lo, hi))
-                label = datetime.fromtimestamp(day + rec.origin_s, UTC).date().isoformat()
-                keys[label] = {c: float(v.sum()) for c, v in cols.items()}
+                if cols["gpu_hours"].sum() > 0:  # a day nothing ran is left out, as sreport does
+                    label = datetime.fromtimestamp(day + rec.origin_s, UTC).date().isoformat()
+                    keys[label] = {c: float(v.sum()) for c, v in cols.items()}
                 day += DAY_S
         else:
             _, cols = books(rec, self.cluster, self.inputs, (t0, t1))

@@ -48,16 +48,18 @@ class NullExecutor:
         self.run_s = run_s
         self.end_at = end_at
         self.work_dir = work_dir
-        self.ends: dict[tuple[int, int], float] = {}  # (job, attempt) -> when it ends
+        # (job, attempt) -> when it ends, for attempts not yet seen over: an attempt is
+        # forgotten once a poll saw it end (its handles still carry its end, should it be
+        # polled again after a restart), so memory follows what runs, not what ran.
+        self.ends: dict[tuple[int, int], float] = {}
+        # kept: a stopped attempt polled again must not look alive from its handles
         self.stopped: set[tuple[int, int]] = set()
-        self.started_attempts: list[tuple[int, int, float]] = []  # (job, attempt, at)
         self.down: dict[str, str] = {}  # nodes to report lost (a test's hand on the engine)
 
     def start(self, req: RunRequest, only: list[int] | None = None) -> list[int]:
         key = (req.job_id, req.attempt)
         now = self.clock()
         self.ends[key] = self.end_at(req) if self.end_at else now + self.run_s(req)
-        self.started_attempts.append((req.job_id, req.attempt, now))
         return [self._handle(key)] * (len(req.ranks) if only is None else len(only))
 
     def _handle(self, key: tuple[int, int]) -> int:
@@ -71,15 +73,7 @@ class NullExecutor:
         return end
 
     def status(self, req: RunRequest, handles: list[int]) -> RunStatus:
-        key = (req.job_id, req.attempt)
-        if key in self.stopped:
-            return RunStatus(False, -15)
-        end = self._end(key, handles)
-        if end is None:
-            return RunStatus(False, None, lost=True)
-        if self.clock() < end:
-            return RunStatus(True, alive=True)
-        return RunStatus(False, 0)
+        return self.status_many([(req, handles)])[0]
 
     def status_many(self, runs: list[tuple[RunRequest, list[int]]]) -> list[RunStatus]:
         now = self.clock()  # once for all: 10,000 running jobs are polled every step
@@ -88,8 +82,11 @@ class NullExecutor:
         for req, handles in runs:
             key = (req.job_id, req.attempt)
             end = ends.get(key) or self._end(key, handles)
-            out.append(STOPPED if key in stopped else LOST if end is None else
-                       RUNNING if now < end else DONE)
+            status = (STOPPED if key in stopped else LOST if end is None else
+                      RUNNING if now < end else DONE)
+            if status is not RUNNING:  # over: the plane closes it now
+                ends.pop(key, None)
+            out.append(status)
         return out
 
     def stop(self, req: RunRequest, handles: list[int]) -> None:
