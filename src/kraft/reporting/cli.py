@@ -186,9 +186,9 @@ def ai_act(run: Annotated[str, typer.Option(
            results: Results = None, db: Db = None, data_dir: DataDir = None,
            fleet: Fleet = None, out: Out = None, as_json: AsJson = False,
            shared_data: Shared = None) -> None:
-    """EU AI Act documentation of a training run (Art. 51-53, Annex XI): training compute in
-    FLOP with its method, training time, energy (modelled), and the 10^23 and 10^25 FLOP
-    lines. With neither --results, --db nor --data-dir: your own run, over the API."""
+    """EU AI Act documentation of a training run: training compute in FLOP with its
+    method, training time, energy (modelled), and the 10^23 and 10^25 FLOP lines (Articles
+    51-53, Annex XI). With neither --results, --db nor --data-dir: your own run, over the API."""
     from kraft.reporting import make
 
     if results is None and db is None and data_dir is None:  # a tenant: its own, over the API
